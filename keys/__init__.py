@@ -1,0 +1,1 @@
+"""Caseway identities and trust: key pairs, keystore files, the signed trust directory."""

@@ -1,0 +1,1 @@
+"""The Caseway reference node: federation endpoint, local API, storage, delivery, CLI."""

@@ -1,0 +1,152 @@
+"""Strict JSON and canonical base64url: the only way Caseway turns bytes into values.
+
+Rules of this module (SPEC.md "Strict JSON" and "base64url"):
+
+1. Size first. :func:`parse_json` refuses input longer than ``max_bytes`` before looking
+   at it, so an attacker cannot make us spend work proportional to an unbounded body.
+2. One meaning per document. Duplicate object keys, ``NaN``/``Infinity``, numbers with a
+   fraction or exponent, integers outside ±(2**53 − 1), lone UTF-16 surrogates, invalid
+   UTF-8, a byte-order mark and nesting deeper than ``max_depth`` are all ``malformed``.
+   Each of these is a place where two JSON parsers can disagree about what a document
+   says; a signature over bytes means nothing if the receiver reads something else.
+3. base64url is the RFC 4648 §5 alphabet, unpadded, and canonical (the unused low bits of
+   the last character are zero), so every byte string has exactly one text form.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from .errors import CasewayError, ErrorCode
+
+MAX_SAFE_INTEGER = 2**53 - 1
+DEFAULT_MAX_DEPTH = 32
+
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _reject_constant(name: str) -> Any:
+    raise CasewayError(ErrorCode.MALFORMED, f"non-finite number {name} is not allowed")
+
+
+def _reject_float(text: str) -> Any:
+    raise CasewayError(ErrorCode.MALFORMED, "numbers must be integers (no fraction or exponent)")
+
+
+def _checked_int(text: str) -> int:
+    # Digits are bounded by the size limit; Python's int() also caps at 4300 digits.
+    if len(text) > 17:
+        raise CasewayError(ErrorCode.MALFORMED, "integer outside ±(2^53−1)")
+    value = int(text)
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    raise CasewayError(ErrorCode.MALFORMED, "integer outside ±(2^53−1)")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise CasewayError(ErrorCode.MALFORMED, "duplicate object key")
+    return obj
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates,
+    parse_float=_reject_float,
+    parse_int=_checked_int,
+    parse_constant=_reject_constant,
+    strict=True,  # no raw control characters inside strings
+)
+
+
+def _check_tree(value: Any, max_depth: int) -> None:
+    """Depth limit and lone-surrogate check in one iterative walk (no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                _check_scalar_values(node)
+        elif isinstance(node, dict):
+            if depth > max_depth:
+                raise CasewayError(ErrorCode.MALFORMED, f"nesting deeper than {max_depth}")
+            for key, item in node.items():
+                if not key.isascii():
+                    _check_scalar_values(key)
+                stack.append((item, depth + 1))
+        elif isinstance(node, list):
+            if depth > max_depth:
+                raise CasewayError(ErrorCode.MALFORMED, f"nesting deeper than {max_depth}")
+            stack.extend((item, depth + 1) for item in node)
+
+
+def _check_scalar_values(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CasewayError(ErrorCode.MALFORMED, "lone surrogate in string") from None
+
+
+def parse_json(data: bytes, *, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Parse ``data`` as strict JSON (rules above) or raise ``CasewayError``.
+
+    ``too_large`` if ``len(data) > max_bytes``; ``malformed`` for everything else.
+    """
+    if len(data) > max_bytes:
+        raise CasewayError(ErrorCode.TOO_LARGE, f"input longer than {max_bytes} bytes")
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise CasewayError(ErrorCode.MALFORMED, "byte-order mark is not allowed")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CasewayError(ErrorCode.MALFORMED, "input is not valid UTF-8") from None
+    try:
+        value = _DECODER.decode(text)
+    except CasewayError:
+        raise
+    except RecursionError:
+        raise CasewayError(ErrorCode.MALFORMED, f"nesting deeper than {max_depth}") from None
+    except (ValueError, TypeError):
+        # json.JSONDecodeError's message quotes the input around the error: drop it.
+        raise CasewayError(ErrorCode.MALFORMED, "not valid JSON") from None
+    _check_tree(value, max_depth)
+    return value
+
+
+def dump_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON as Caseway writes it: no spaces, keys in the given order.
+
+    Receivers never re-serialise; this is only how the reference implementation produces
+    bytes (SPEC.md: any strict-JSON serialisation is valid on the wire).
+    """
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def b64encode(data: bytes) -> str:
+    """Unpadded base64url (RFC 4648 §5)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64decode(text: object, *, length: int | None = None, field: str = "value") -> bytes:
+    """Decode canonical unpadded base64url, optionally requiring an exact decoded length.
+
+    Raises ``bad_encoding`` naming ``field`` (a field name, never the value).
+    """
+    if not isinstance(text, str) or _B64URL_RE.fullmatch(text) is None or len(text) % 4 == 1:
+        raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: not unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: not unpadded base64url") from None
+    # Canonical form: re-encoding must give the same text (unused low bits are zero).
+    if b64encode(raw) != text:
+        raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: non-canonical base64url")
+    if length is not None and len(raw) != length:
+        raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: expected {length} bytes")
+    return raw
