@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 
 def register(sub: Any) -> None:
-    del sub, argparse
+    """No commands yet."""
