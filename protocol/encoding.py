@@ -26,7 +26,6 @@ from .errors import CasewayError, ErrorCode
 MAX_SAFE_INTEGER = 2**53 - 1
 DEFAULT_MAX_DEPTH = 32
 
-_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def _reject_constant(name: str) -> Any:
@@ -63,25 +62,31 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def _check_tree(value: Any, max_depth: int) -> None:
-    """Depth limit and lone-surrogate check in one iterative walk (no recursion to exhaust)."""
+def _check_depth(value: Any, max_depth: int) -> None:
+    """Depth limit in one iterative walk over containers only (no recursion to exhaust)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, str):
-            if not node.isascii():
-                _check_scalar_values(node)
-        elif isinstance(node, dict):
-            if depth > max_depth:
-                raise CasewayError(ErrorCode.MALFORMED, f"nesting deeper than {max_depth}")
-            for key, item in node.items():
-                if not key.isascii():
-                    _check_scalar_values(key)
+        if depth > max_depth:
+            raise CasewayError(ErrorCode.MALFORMED, f"nesting deeper than {max_depth}")
+        children = node.values() if type(node) is dict else node
+        for item in children:
+            if type(item) is dict or type(item) is list:
                 stack.append((item, depth + 1))
-        elif isinstance(node, list):
-            if depth > max_depth:
-                raise CasewayError(ErrorCode.MALFORMED, f"nesting deeper than {max_depth}")
-            stack.extend((item, depth + 1) for item in node)
+
+
+def _check_surrogates(value: Any) -> None:
+    """Strings (and keys) must be Unicode scalar values: no lone UTF-16 surrogates."""
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is str:
+            _check_scalar_values(node)
+        elif type(node) is dict:
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
 
 
 def _check_scalar_values(text: str) -> None:
@@ -89,6 +94,11 @@ def _check_scalar_values(text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise CasewayError(ErrorCode.MALFORMED, "lone surrogate in string") from None
+
+
+# Input is strictly decoded UTF-8, so a surrogate can only come from a \uD800–\uDFFF escape.
+# Texts without such an escape (nearly all) skip the scan; a false hit only costs time.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 def parse_json(data: bytes, *, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
@@ -113,7 +123,10 @@ def parse_json(data: bytes, *, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPT
     except (ValueError, TypeError):
         # json.JSONDecodeError's message quotes the input around the error: drop it.
         raise CasewayError(ErrorCode.MALFORMED, "not valid JSON") from None
-    _check_tree(value, max_depth)
+    if type(value) is dict or type(value) is list:
+        _check_depth(value, max_depth)
+        if _SURROGATE_ESCAPE.search(text) is not None:
+            _check_surrogates(value)
     return value
 
 
@@ -133,19 +146,31 @@ def b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64_VALUE = {char: index for index, char in enumerate(_B64_ALPHABET)}
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64decode(text: object, *, length: int | None = None, field: str = "value") -> bytes:
     """Decode canonical unpadded base64url, optionally requiring an exact decoded length.
 
     Raises ``bad_encoding`` naming ``field`` (a field name, never the value).
     """
-    if not isinstance(text, str) or _B64URL_RE.fullmatch(text) is None or len(text) % 4 == 1:
+    if type(text) is not str:
+        raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: not unpadded base64url")
+    remainder = len(text) % 4
+    # '+', '/' and '=' belong to other base64 forms; strict_mode refuses everything else
+    # outside the alphabet (whitespace, non-ASCII, ...).
+    if remainder == 1 or "+" in text or "/" in text or "=" in text:
         raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: not unpadded base64url")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        ascii_text = text.encode("ascii").translate(_TO_STANDARD) + b"=" * (-remainder % 4)
+        raw = binascii.a2b_base64(ascii_text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: not unpadded base64url") from None
-    # Canonical form: re-encoding must give the same text (unused low bits are zero).
-    if b64encode(raw) != text:
+    # Canonical form: the unused low bits of the last character are zero (4 bits when two
+    # characters end the text, 2 bits when three), so each byte string has one text form.
+    if remainder and _B64_VALUE[text[-1]] & (0x0F if remainder == 2 else 0x03):
         raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: non-canonical base64url")
     if length is not None and len(raw) != length:
         raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: expected {length} bytes")

@@ -24,6 +24,7 @@ an :class:`OpenedEnvelope` or raises :class:`CasewayError`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -234,11 +235,12 @@ def parse_header(protected: bytes) -> Header:
                   obj["sender_key"], obj["recipient"], obj["recipient_key"], ciphertext)
 
 
+# Participant ids: 1–64 of [a-z0-9.-], starting with a letter or digit (SPEC.md).
+_PARTICIPANT_ID = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
+
+
 def _check_participant(value: object, field: str) -> None:
-    # Participant ids: 1–64 of [a-z0-9.-], starting with a letter or digit (SPEC.md).
-    if (not isinstance(value, str) or not 0 < len(value) <= MAX_PARTICIPANT_ID
-            or not value.isascii() or not value[0].isalnum()
-            or not all(c.islower() or c.isdigit() or c in ".-" for c in value)):
+    if type(value) is not str or _PARTICIPANT_ID.fullmatch(value) is None:
         raise CasewayError(ErrorCode.HEADER_INVALID, f"{field}: not a participant id")
 
 

@@ -16,7 +16,7 @@ Rules of this module:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class ErrorInfo:
     meaning: str
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Stable, documented error codes. Values are the wire strings; never rename one."""
 
     # Transport and parsing (cheap, unauthenticated checks).

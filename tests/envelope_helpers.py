@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from caseway.keys.identity import Identity, StaticKeys
-from caseway.protocol.envelope import (EnvelopeLayerOnly, OpenedEnvelope, SealedEnvelope,
-                                       open_envelope, seal_envelope)
+from caseway.protocol.envelope import (
+    EnvelopeLayerOnly,
+    OpenedEnvelope,
+    SealedEnvelope,
+    open_envelope,
+    seal_envelope,
+)
 
 NOW = 1_768_435_200
 

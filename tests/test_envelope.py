@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from envelope_helpers import NOW, Pair, SeenIds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caseway.protocol.encoding import b64decode
-from caseway.protocol.envelope import (MAX_CLOCK_SKEW, MAX_PLAINTEXT_BYTES, EnvelopeLayerOnly,
-                                       parse_header, seal_envelope)
+from caseway.protocol.envelope import (
+    MAX_CLOCK_SKEW,
+    MAX_PLAINTEXT_BYTES,
+    EnvelopeLayerOnly,
+    parse_header,
+    seal_envelope,
+)
 from caseway.protocol.errors import CasewayError, ErrorCode
+
+from envelope_helpers import NOW, Pair, SeenIds
 
 PAIR = Pair.fixed()
 VALID = PAIR.seal({"type": "note", "text": "CANARY-envelope"}).data

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from envelope_helpers import NOW, Pair
 
 from caseway.protocol import crypto
 from caseway.protocol.errors import CasewayError, ErrorCode
 from caseway.protocol.receipt import sign_receipt, verify_receipt
+
+from envelope_helpers import NOW, Pair
 
 
 def _receipt(pair: Pair, digest: bytes, error: ErrorCode | None = None) -> bytes:

@@ -14,11 +14,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fixtures import (CREATED, EXPIRES, NOW, OTHER_SIGNING_SEED, PARTICIPANTS, ephemeral_secret,
-                      message_id)
-
 from caseway.protocol import crypto
 from caseway.protocol.encoding import b64decode, b64encode, dump_json
+
+from fixtures import (
+    CREATED,
+    EXPIRES,
+    NOW,
+    OTHER_SIGNING_SEED,
+    PARTICIPANTS,
+    ephemeral_secret,
+    message_id,
+)
 
 SENDER, RECIPIENT = "ph-embassy-kl", "ph-shelter-manila"
 MESSAGE = {"type": "note", "text": "Envelope-layer test message. Walang personal na datos."}
@@ -26,7 +33,8 @@ MESSAGE = {"type": "note", "text": "Envelope-layer test message. Walang personal
 
 def keypairs(participant: str) -> tuple[crypto.SigningKeyPair, crypto.EncryptionKeyPair]:
     seed, secret = PARTICIPANTS[participant]
-    return crypto.SigningKeyPair(bytes.fromhex(seed)), crypto.EncryptionKeyPair(bytes.fromhex(secret))
+    return (crypto.SigningKeyPair(bytes.fromhex(seed)),
+            crypto.EncryptionKeyPair(bytes.fromhex(secret)))
 
 
 def known_key(participant: str, **validity: Any) -> dict[str, Any]:
@@ -90,8 +98,8 @@ def build(n: int, *, header: dict[str, Any] | None = None, inner: dict[str, Any]
 def vector(name: str, description: str, built: dict[str, Any], expected: dict[str, Any], *,
            known: list[dict[str, Any]] | None = None, now: int = NOW,
            seen: list[list[str]] | None = None, operation: str = "open") -> dict[str, Any]:
-    sender_signing, sender_enc = keypairs(SENDER)
-    recipient_signing, recipient_enc = keypairs(RECIPIENT)
+    sender_signing, _ = keypairs(SENDER)
+    _, recipient_enc = keypairs(RECIPIENT)
     inputs = {
         "operation": operation,
         "policy": "envelope-layer-only",
@@ -189,8 +197,8 @@ def generate() -> list[dict[str, Any]]:
                build(19, header={"v": 2}), {"error": "unsupported_version"}),
         vector("duplicate-key-outer", "The outer object repeats 'signature'.",
                build(20, tamper=lambda o: (
-                   '{"protected":"%s","signature":"%s","signature":"%s"}'
-                   % (o["protected"], o["signature"], o["signature"])).encode()),
+                   f'{{"protected":"{o["protected"]}","signature":"{o["signature"]}",'
+                   f'"signature":"{o["signature"]}"}}').encode()),
                {"error": "malformed"}),
         vector("duplicate-key-header", "The signed header repeats 'recipient'.",
                build(21, header_bytes=dump_json(_header_dict(21))[:-1]
@@ -275,6 +283,6 @@ def _oversize() -> dict[str, Any]:
 
     signature = b64encode(bytes(64))
     filler = MAX_ENVELOPE_BYTES + 1 - len('{"protected":"","signature":""}') - len(signature)
-    envelope = '{"protected":"%s","signature":"%s"}' % ("A" * filler, signature)
+    envelope = f'{{"protected":"{"A" * filler}","signature":"{signature}"}}'
     return vector("oversize", f"{MAX_ENVELOPE_BYTES + 1} bytes: refused before parsing.",
                   {"inputs": {}, "envelope": envelope}, {"error": "too_large"})

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixtures import NOW, PARTICIPANTS, message_id
-
 from caseway.protocol import crypto
 from caseway.protocol.encoding import b64decode, b64encode, dump_json
 from caseway.protocol.errors import ErrorCode
 from caseway.protocol.receipt import sign_receipt
+
+from fixtures import NOW, PARTICIPANTS, message_id
 
 RECIPIENT, SENDER = "ph-shelter-manila", "ph-embassy-kl"
 
