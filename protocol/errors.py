@@ -121,8 +121,8 @@ ERROR_TABLE: dict[ErrorCode, ErrorInfo] = {
     E.CONSENT_EXPIRED: ErrorInfo(403, False, "the consent record has expired"),
     E.CONSENT_WITHDRAWN: ErrorInfo(403, False, "the survivor withdrew this consent"),
     E.FIREWALL: ErrorInfo(403, False, "recipient is in a sector that never receives case data "
-                          "(immigration enforcement), or police/justice without a reporting "
-                          "purpose"),
+                          "(immigration enforcement, recruitment agency), or police/justice "
+                          "without a reporting purpose"),
     E.INVALID_TRANSITION: ErrorInfo(409, False, "message not allowed in the thread's current "
                                     "state"),
     E.SEQUENCE_GAP: ErrorInfo(409, True, "sequence number skips ahead; earlier messages are "
