@@ -19,9 +19,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/caseway vectors check examples/vectors
 
+# mypy cannot follow setuptools' package-dir mapping (protocol/ -> caseway.protocol), so it
+# checks a tree of symlinks laid out as the installed package.
+MYPY_TREE := build/mypy-tree
+
 lint: $(STAMP)
 	$(BIN)/ruff check protocol keys node tests benchmarks examples
-	$(BIN)/mypy --strict protocol keys
+	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/caseway
+	for d in protocol keys node schemas; do ln -s $(CURDIR)/$$d $(MYPY_TREE)/caseway/$$d; done
+	cd $(MYPY_TREE) && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --strict --explicit-package-bases \
+		-p caseway.protocol -p caseway.keys -p caseway.schemas
 
 vectors: $(STAMP)
 	$(BIN)/python examples/vectors/generate.py

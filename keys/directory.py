@@ -173,7 +173,7 @@ def _describe(error: Any) -> str:
 
 
 def _schema_check(name: str, document: Any, prefix: str = "$") -> None:
-    from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+    from jsonschema.exceptions import best_match
 
     error = best_match(schemas.validator(name).iter_errors(document))
     if error is not None:
