@@ -1,0 +1,305 @@
+"""The node's domain operations: receive an envelope, send a message, read and erase a case.
+
+Rules of this module:
+
+1. HTTP handlers stay thin: they check transport limits and call one method here. Every
+   protocol decision (open order, duplicate handling, lifecycle, what is stored together)
+   is made here, so the same behaviour is reachable from tests, benchmarks and the CLI.
+2. :meth:`NodeService.receive` never raises. Every outcome, including an unexpected
+   failure, is a :class:`ReceiveResult` carrying a *signed* receipt and its HTTP status.
+3. Nothing from a rejected envelope is stored: the storage transaction is the last step and
+   runs only when every check passed. A rejection is counted in metrics and logged with
+   its code and identifiers; it leaves no row (SPEC.md "Federation endpoint").
+4. A duplicate (same sender, id and bytes) gets the original receipt bytes back; the same
+   id with other bytes is ``replayed``, decided only after the new bytes' signature has
+   verified, in the documented open order.
+5. Time and randomness come from the injected :class:`~caseway.node.clock.Clock` and
+   :class:`~caseway.node.clock.RandomSource`, never from the system directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from caseway.keys.identity import Identity
+from caseway.protocol import crypto
+from caseway.protocol.encoding import dump_json, parse_json
+from caseway.protocol.envelope import (
+    MAX_ENVELOPE_BYTES,
+    MAX_PLAINTEXT_BYTES,
+    Header,
+    KeyResolver,
+    MessagePolicy,
+    new_message_id,
+    open_envelope,
+    parse_header,
+    parse_signed,
+    seal_envelope,
+)
+from caseway.protocol.errors import CasewayError, ErrorCode
+from caseway.protocol.receipt import sign_receipt
+
+from . import audit
+from .clock import Clock, RandomSource
+from .metrics import NodeMetrics
+from .ratelimit import RateLimiter
+from .storage import InboundWrite, OutboundWrite, Storage, Tombstone
+from .storage_crypto import NONCE_BYTES, StorageCipher, StorageCipherError, content_row_id
+from .threads import ThreadRules, ThreadState
+
+log = structlog.get_logger("caseway.node")
+
+DUPLICATE = "duplicate"
+ACCEPTED = "accepted"
+#: Retry-After seconds sent with a retryable rejection (SPEC.md "Federation endpoint").
+RETRY_AFTER: dict[ErrorCode, int] = {
+    ErrorCode.RATE_LIMITED: 1,
+    ErrorCode.UNAVAILABLE: 5,
+    ErrorCode.INTERNAL_ERROR: 30,
+}
+DEFAULT_RETRY_AFTER = 60  # unknown_sender, unknown_key, not_yet_valid, sequence_gap, ...
+
+
+class PeerDirectory(KeyResolver, Protocol):
+    """What the node needs to know about other participants. The signed trust directory
+    (``caseway.keys.trust``) provides exactly this; tests use a static one."""
+
+    def encryption_key(self, participant: str, at: int) -> tuple[bytes, str]:
+        """The participant's current X25519 public key and its key id at time ``at``."""
+        ...
+
+    def endpoint(self, participant: str) -> str | None:
+        """Base URL of the participant's federation listener; ``None``: information only."""
+        ...
+
+    def sectors(self, participant: str) -> Collection[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveResult:
+    status: int
+    receipt: bytes
+    outcome: str  # "accepted", "duplicate", or the rejection code's value
+    code: ErrorCode | None = None
+    message_id: str | None = None
+    sender: str | None = None
+
+    @property
+    def retry_after(self) -> int | None:
+        if self.code is None or not self.code.retry:
+            return None
+        return RETRY_AFTER.get(self.code, DEFAULT_RETRY_AFTER)
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    outbox_id: int
+    message_id: str
+    digest: bytes
+    thread_id: str
+    case_id: str
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaseMessage:
+    """One decrypted message of a case, as shown to staff (reading it is audited)."""
+
+    direction: str
+    peer: str
+    message_id: str
+    thread_id: str
+    at: int
+    message: dict[str, Any]
+
+
+class _KnownReplay:
+    """A :class:`ReplayGuard` answering from the lookup already made in this request."""
+
+    def __init__(self, seen: bool) -> None:
+        self._seen = seen
+
+    def seen(self, sender: str, message_id: str) -> bool:
+        return self._seen
+
+
+class NodeService:
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        peers: PeerDirectory,
+        storage: Storage,
+        cipher: StorageCipher,
+        policy: MessagePolicy,
+        threads: ThreadRules,
+        clock: Clock,
+        random: RandomSource,
+        metrics: NodeMetrics | None = None,
+        sender_limiter: RateLimiter | None = None,
+        envelope_lifetime: int = 7 * 24 * 3600,
+        on_enqueued: Callable[[str], None] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.peers = peers
+        self.storage = storage
+        self.clock = clock
+        self.metrics = metrics or NodeMetrics()
+        self._cipher = cipher
+        self._policy = policy
+        self._threads = threads
+        self._random = random
+        self._sender_limiter = sender_limiter
+        self._lifetime = envelope_lifetime
+        self.on_enqueued = on_enqueued
+
+    @property
+    def participant(self) -> str:
+        return self.identity.participant
+
+    # ------------------------------------------------------------------ receiving
+
+    def reject(self, code: ErrorCode, *, data: bytes = b"", now: int,
+               header: Header | None = None) -> ReceiveResult:
+        """A signed rejection receipt for ``data`` (the bytes received; empty if the body
+        was refused before it was read). Stores nothing."""
+        receipt = sign_receipt(
+            signer=self.identity.signing, recipient=self.participant,
+            envelope_digest=crypto.digest(data),
+            message_id=None if header is None else header.message_id,
+            sender=None if header is None else header.sender,
+            received_at=now, error=code)
+        self.metrics.messages_in.inc(code.value)
+        structlog.contextvars.bind_contextvars(outcome=code.value)
+        return ReceiveResult(code.http_status, receipt, code.value, code,
+                             None if header is None else header.message_id,
+                             None if header is None else header.sender)
+
+    async def receive(self, data: bytes, now: int) -> ReceiveResult:
+        """Open, check and durably store one envelope; answer with a signed receipt."""
+        header: Header | None = None
+        try:
+            # Steps 1–4 once here, for the duplicate lookup; open_envelope repeats them (it
+            # is given bytes) before doing the authenticated steps. A duplicate is answered
+            # before the signature check: equal digests mean the very bytes that already
+            # passed every check.
+            protected, _ = parse_signed(data, max_bytes=MAX_ENVELOPE_BYTES)
+            header = parse_header(protected)
+            structlog.contextvars.bind_contextvars(message_id=header.message_id,
+                                                  sender=header.sender)
+            digest = crypto.digest(data)
+            stored = await self.storage.inbound(header.sender, header.message_id)
+            if stored is not None and stored.digest == digest:
+                return self._accepted(stored.receipt, header, duplicate=True)
+            opened = open_envelope(data, me=self.identity, keys=self.peers,
+                                   replay=_KnownReplay(stored is not None), now=now,
+                                   policy=self._policy)
+            # Keyed by the *authenticated* sender: a forger naming someone else's
+            # participant id cannot spend that participant's budget.
+            if self._sender_limiter is not None and not self._sender_limiter.allow(
+                    header.sender):
+                raise CasewayError(ErrorCode.RATE_LIMITED)
+            message = opened.message
+            ref = self._threads.locate(message, message_id=header.message_id)
+            sender, mid = header.sender, header.message_id
+
+            def build(current: ThreadState | None) -> InboundWrite:
+                thread = self._threads.apply(current, message, ref=ref, direction="in",
+                                             peer=sender, now=now)
+                receipt = sign_receipt(signer=self.identity.signing,
+                                       recipient=self.participant, envelope_digest=digest,
+                                       message_id=mid, sender=sender, received_at=now)
+                content = self._seal_content(message, "in", sender, mid, thread.case_id)
+                return InboundWrite(sender, mid, digest, data, now, receipt, thread, content)
+
+            result = await self.storage.record_inbound(
+                sender=sender, message_id=mid, digest=digest, thread_id=ref.thread_id,
+                build=build)
+            return self._accepted(result.receipt, header, duplicate=result.duplicate)
+        except CasewayError as exc:
+            return self.reject(exc.code, data=data, now=now, header=header)
+        except Exception as exc:
+            # Rule 2. The exception text may quote data; log its type only.
+            log.error("receive_failed", error_type=type(exc).__name__)
+            return self.reject(ErrorCode.INTERNAL_ERROR, data=data, now=now, header=header)
+
+    def _accepted(self, receipt: bytes, header: Header, *, duplicate: bool) -> ReceiveResult:
+        outcome = DUPLICATE if duplicate else ACCEPTED
+        self.metrics.messages_in.inc(outcome)
+        structlog.contextvars.bind_contextvars(outcome=outcome)
+        return ReceiveResult(200, receipt, outcome, None, header.message_id, header.sender)
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, message: Mapping[str, Any], recipient: str, now: int) -> SentMessage:
+        """Seal ``message`` for ``recipient`` and queue it durably; returns at once.
+
+        Refuses (``CasewayError``) before anything is stored: unknown recipient, no
+        endpoint, a policy violation at sealing, or a lifecycle refusal.
+        """
+        if self.peers.endpoint(recipient) is None:
+            raise CasewayError(ErrorCode.NOT_FOUND, "recipient has no federation endpoint")
+        public_key, _ = self.peers.encryption_key(recipient, now)
+        raw_id = self._random.bytes(16)
+        mid = new_message_id(raw_id)
+        ref = self._threads.locate(message, message_id=mid)
+        expires = now + self._lifetime
+        sent: dict[str, Any] = {}
+
+        def build(current: ThreadState | None) -> OutboundWrite:
+            thread = self._threads.apply(current, message, ref=ref, direction="out",
+                                         peer=recipient, now=now)
+            sealed = seal_envelope(message, sender=self.identity.sender, recipient=recipient,
+                                   recipient_public_key=public_key, message_id=raw_id,
+                                   created=now, expires=expires,
+                                   ephemeral_secret=self._random.bytes(32),
+                                   policy=self._policy)
+            content = self._seal_content(message, "out", recipient, mid, thread.case_id)
+            sent.update(digest=sealed.digest, thread=thread)
+            return OutboundWrite(recipient, mid, sealed.digest, sealed.data, now, expires,
+                                 thread, content, self._threads.disclosure(message))
+
+        outbox_id = await self.storage.enqueue(thread_id=ref.thread_id, build=build)
+        log.info("message_queued", message_id=mid, recipient=recipient, outbox_id=outbox_id)
+        if self.on_enqueued is not None:
+            self.on_enqueued(recipient)
+        thread: ThreadState = sent["thread"]
+        return SentMessage(outbox_id, mid, sent["digest"], thread.thread_id, thread.case_id,
+                           expires)
+
+    # ------------------------------------------------------------------ cases
+
+    async def read_case(self, case_id: str, *, actor: str, now: int) -> list[CaseMessage]:
+        """Decrypt a case's messages for ``actor``; the read is audited (BRIEF §6)."""
+        stored = await self.storage.case_contents(case_id)
+        messages = []
+        for row in stored:
+            try:
+                plain = self._cipher.open(row.blob, row_id=content_row_id(
+                    row.direction, row.peer, row.message_id, row.case_id))
+            except StorageCipherError:
+                raise CasewayError(ErrorCode.INTERNAL_ERROR,
+                                   "stored case content does not open") from None
+            value = parse_json(plain, max_bytes=MAX_PLAINTEXT_BYTES)
+            messages.append(CaseMessage(row.direction, row.peer, row.message_id,
+                                        row.thread_id, row.at, value))
+        await self.storage.append_audit(at=now, event=audit.VIEW, actor=actor,
+                                        subject=case_id, detail={"messages": len(messages)})
+        return messages
+
+    async def erase_case(self, case_id: str, *, actor: str, reason: str,
+                         now: int) -> Tombstone:
+        """Erase a case's contents, keep a tombstone (consent withdrawal, BRIEF §4)."""
+        tombstone = await self.storage.erase_case(case_id, at=now, actor=actor, reason=reason)
+        log.info("case_erased", case_id=case_id, contents=tombstone.contents_erased)
+        return tombstone
+
+    def _seal_content(self, message: Mapping[str, Any], direction: str, peer: str,
+                      message_id: str, case_id: str) -> bytes:
+        return self._cipher.seal(dump_json(dict(message)),
+                                 row_id=content_row_id(direction, peer, message_id, case_id),
+                                 nonce=self._random.bytes(NONCE_BYTES))

@@ -1,0 +1,710 @@
+"""The node's durable state. All SQL of the node lives in this module.
+
+Rules of this module (SPEC.md "Node storage"):
+
+1. The rest of the node sees only :class:`Storage`, a narrow, domain-shaped interface
+   (record an inbound envelope, enqueue an outbound one, mark a delivery, erase a case...).
+   :class:`SqliteStorage` is the embedded implementation; a PostgreSQL one for national
+   hubs implements the same protocol and nothing else changes.
+2. Every change that touches more than one row is one transaction: a crash leaves either
+   all of it or none of it, never a half-written row. Each transaction that records an
+   event appends its audit entry in the same transaction.
+3. Durable before answering: WAL with ``synchronous=FULL`` makes a commit survive power
+   loss once ``COMMIT`` returns, so a receipt is released only for a stored envelope.
+4. Storage never sees plaintext case contents. It is handed blobs already sealed with the
+   storage key (:mod:`caseway.node.storage_crypto`); the raw inbound envelope is stored as
+   received (it is end-to-end encrypted to our key).
+5. Erasure overwrites: ``secure_delete`` zeroes deleted content in the database pages, and
+   the WAL is checkpointed and truncated afterwards so no old page copy stays in it.
+6. The lifecycle decision about a thread (:class:`~caseway.node.threads.ThreadRules`) runs
+   inside the transaction, on the state read in that transaction (the ``build`` callbacks).
+
+Theory of operation: one aiosqlite connection, one ``asyncio.Lock`` around every use of it.
+aiosqlite runs statements on a worker thread; without the lock two coroutines' statements
+would interleave inside one transaction. SQLite has a single writer anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from caseway.protocol.encoding import dump_json
+from caseway.protocol.errors import CasewayError, ErrorCode
+
+from . import audit
+from .threads import Disclosure, ThreadState
+
+QUEUED, DELIVERED, DEAD = "queued", "delivered", "dead"
+
+
+class StorageError(Exception):
+    """The database cannot be used by this version of the node (never carries data)."""
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInbound:
+    sender: str
+    message_id: str
+    digest: bytes
+    receipt: bytes
+    received_at: int
+    case_id: str
+    thread_id: str
+    erased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InboundWrite:
+    """Everything stored when an envelope is accepted (one transaction)."""
+
+    sender: str
+    message_id: str
+    digest: bytes
+    envelope: bytes
+    received_at: int
+    receipt: bytes
+    thread: ThreadState
+    content: bytes  # the message, sealed with the storage key
+
+
+@dataclass(frozen=True, slots=True)
+class InboundResult:
+    receipt: bytes
+    duplicate: bool  # True: the same bytes were already stored; this is the original receipt
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundWrite:
+    """Everything stored when a message is sent: the outbox row and its side rows."""
+
+    destination: str
+    message_id: str
+    digest: bytes
+    envelope: bytes
+    created: int
+    expires: int
+    thread: ThreadState
+    content: bytes  # the message, sealed with the storage key
+    disclosure: Disclosure | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    destination: str
+    message_id: str
+    digest: bytes
+    envelope: bytes
+    case_id: str
+    thread_id: str
+    created: int
+    expires: int
+    state: str
+    attempts: int
+    next_attempt_at: int
+    last_error: str | None
+    receipt: bytes | None
+    finished_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContent:
+    direction: str
+    peer: str
+    message_id: str
+    case_id: str
+    thread_id: str
+    at: int
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureRecord:
+    participant: str
+    case_id: str
+    consent_id: str | None
+    categories: tuple[str, ...]
+    message_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    case_id: str
+    erased_at: int
+    reason: str
+    contents_erased: int
+    envelopes_erased: int
+
+
+# ----------------------------------------------------------------------------- interface
+
+
+class Storage(Protocol):
+    """What the node needs from a database (rule 1). Implementations keep rules 2–6."""
+
+    async def close(self) -> None: ...
+
+    # inbound
+    async def inbound(self, sender: str, message_id: str) -> StoredInbound | None: ...
+
+    async def record_inbound(
+        self, *, sender: str, message_id: str, digest: bytes, thread_id: str,
+        build: Callable[[ThreadState | None], InboundWrite],
+    ) -> InboundResult: ...
+
+    # outbound
+    async def enqueue(
+        self, *, thread_id: str, build: Callable[[ThreadState | None], OutboundWrite],
+    ) -> int: ...
+
+    async def outbox_head(self, destination: str) -> OutboxItem | None: ...
+
+    async def outbox_destinations(self) -> list[str]: ...
+
+    async def outbox_next_wake(self, destination: str) -> int | None: ...
+
+    async def outbox_item(self, item_id: int) -> OutboxItem | None: ...
+
+    async def outbox_items(self, *, state: str | None = None, destination: str | None = None,
+                           limit: int = 100) -> list[OutboxItem]: ...
+
+    async def outbox_depths(self) -> dict[str, int]: ...
+
+    async def mark_delivered(self, item_id: int, *, receipt: bytes, at: int) -> None: ...
+
+    async def mark_dead(self, item_id: int, *, reason: str, receipt: bytes | None,
+                        at: int) -> None: ...
+
+    async def schedule_retry(self, item_id: int, *, attempts: int, next_attempt_at: int,
+                             last_error: str) -> None: ...
+
+    # threads, contents, disclosures, erasure
+    async def thread(self, thread_id: str) -> ThreadState | None: ...
+
+    async def case_contents(self, case_id: str) -> list[StoredContent]: ...
+
+    async def disclosures(self, case_id: str) -> list[DisclosureRecord]: ...
+
+    async def erase_case(self, case_id: str, *, at: int, actor: str,
+                         reason: str) -> Tombstone: ...
+
+    async def tombstone(self, case_id: str) -> Tombstone | None: ...
+
+    # audit
+    async def append_audit(self, *, at: int, event: str, actor: str, subject: str,
+                           detail: dict[str, Any] | None = None) -> audit.AuditEntry: ...
+
+    def audit_entries(self, *, batch: int = 1000) -> AsyncIterator[audit.AuditEntry]: ...
+
+    # operations
+    async def row_counts(self) -> dict[str, int]: ...
+
+
+# ----------------------------------------------------------------------------- migrations
+
+#: Versioned schema. Never edit a released entry: append a new version instead.
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "initial schema", (
+        """CREATE TABLE envelopes_in (
+            sender TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            digest BLOB NOT NULL,
+            envelope BLOB,                -- as received; NULL once the case is erased
+            received_at INTEGER NOT NULL,
+            receipt BLOB NOT NULL,        -- the accepted receipt, returned to duplicates
+            case_id TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            erased_at INTEGER,
+            PRIMARY KEY (sender, message_id))""",
+        "CREATE INDEX envelopes_in_case ON envelopes_in (case_id)",
+        # AUTOINCREMENT: ids are never reused, so "lowest id" stays FIFO after deletions.
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            destination TEXT NOT NULL,
+            message_id TEXT NOT NULL UNIQUE,
+            digest BLOB NOT NULL,
+            envelope BLOB NOT NULL,
+            case_id TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            expires INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER NOT NULL,
+            last_error TEXT,
+            receipt BLOB,
+            finished_at INTEGER)""",
+        "CREATE INDEX outbox_queue ON outbox (destination, id) WHERE state = 'queued'",
+        """CREATE TABLE threads (
+            thread_id TEXT PRIMARY KEY,
+            case_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            state TEXT NOT NULL,
+            next_seq_out INTEGER NOT NULL,
+            next_seq_in INTEGER NOT NULL,
+            consent_id TEXT,
+            updated INTEGER NOT NULL,
+            machine TEXT)                 -- the lifecycle machine's state, JSON""",
+        "CREATE INDEX threads_case ON threads (case_id)",
+        """CREATE TABLE case_contents (
+            id INTEGER PRIMARY KEY,
+            case_id TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+            peer TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            content BLOB NOT NULL,        -- sealed with the storage key, never plaintext
+            UNIQUE (direction, peer, message_id))""",
+        "CREATE INDEX case_contents_case ON case_contents (case_id)",
+        """CREATE TABLE disclosures (
+            id INTEGER PRIMARY KEY,
+            participant TEXT NOT NULL,
+            case_id TEXT NOT NULL,
+            consent_id TEXT,
+            categories TEXT NOT NULL,     -- JSON array of data-category names
+            message_id TEXT NOT NULL,
+            at INTEGER NOT NULL)""",
+        "CREATE INDEX disclosures_case ON disclosures (case_id)",
+        """CREATE TABLE tombstones (
+            case_id TEXT PRIMARY KEY,
+            erased_at INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            contents_erased INTEGER NOT NULL,
+            envelopes_erased INTEGER NOT NULL)""",
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            at INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash BLOB NOT NULL,
+            hash BLOB NOT NULL)""",
+        # Append-only inside the node. Someone with the file can drop these triggers; the
+        # hash chain is what catches them (audit.py rule 3).
+        """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+           BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
+        """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+           BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
+    )),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+TABLES = ("envelopes_in", "outbox", "threads", "case_contents", "disclosures", "tombstones",
+          "audit")
+
+_OUTBOX_COLUMNS = ("id, destination, message_id, digest, envelope, case_id, thread_id, created, "
+                   "expires, state, attempts, next_attempt_at, last_error, receipt, finished_at")
+_THREAD_COLUMNS = ("thread_id, case_id, role, peer, state, next_seq_out, next_seq_in, "
+                   "consent_id, updated, machine")
+
+
+def _outbox_item(row: Sequence[Any]) -> OutboxItem:
+    return OutboxItem(row[0], row[1], row[2], bytes(row[3]), bytes(row[4]), row[5], row[6],
+                      row[7], row[8], row[9], row[10], row[11], row[12],
+                      None if row[13] is None else bytes(row[13]), row[14])
+
+
+def _thread(row: Sequence[Any]) -> ThreadState:
+    return ThreadState(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                       None if row[9] is None else json.loads(row[9]))
+
+
+class SqliteStorage:
+    """:class:`Storage` on SQLite through aiosqlite (see the module rules)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> SqliteStorage:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        try:
+            db = await aiosqlite.connect(str(path), isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the database ({type(exc).__name__})") from None
+        try:
+            # WAL: readers never block the writer; FULL: a commit is on disk when it returns.
+            mode = await (await db.execute("PRAGMA journal_mode=WAL")).fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StorageError("the database does not support WAL mode")
+            for pragma in ("PRAGMA synchronous=FULL", "PRAGMA secure_delete=ON",
+                           "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"):
+                await db.execute(pragma)
+            storage = cls(db)
+            await storage._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return storage
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._db.close()
+
+    # ------------------------------------------------------------------ transactions
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (rule 2). ``BEGIN IMMEDIATE`` takes the write lock up front
+        so a read-then-write inside it cannot be invalidated by another writer."""
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                # Already rolled back if SQLite aborted the transaction itself.
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._db
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as db:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                             "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                             "applied_at INTEGER NOT NULL DEFAULT (unixepoch()))")
+            row = await (await db.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+            current = 0 if row is None or row[0] is None else int(row[0])
+            if current > SCHEMA_VERSION:
+                raise StorageError(f"database schema version {current} is newer than this "
+                                   f"node understands ({SCHEMA_VERSION}); upgrade the node")
+            for version, description, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version, description) "
+                                 "VALUES (?, ?)", (version, description))
+
+    async def schema_version(self) -> int:
+        async with self._reading() as db:
+            row = await (await db.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    # ------------------------------------------------------------------ audit
+
+    async def _append_audit(self, db: aiosqlite.Connection, *, at: int, event: str,
+                            actor: str, subject: str,
+                            detail: dict[str, Any] | None = None) -> audit.AuditEntry:
+        row = await (await db.execute(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")).fetchone()
+        prev = None if row is None else audit.AuditEntry(row[0], 0, "", "", "",
+                                                         hash=bytes(row[1]))
+        entry = audit.chain_entry(prev, at=at, event=event, actor=actor, subject=subject,
+                                  detail=detail)
+        await db.execute(
+            "INSERT INTO audit (seq, at, event, actor, subject, detail, prev_hash, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry.seq, entry.at, entry.event, entry.actor, entry.subject,
+             dump_json(dict(entry.detail)).decode("utf-8"), entry.prev_hash, entry.hash))
+        return entry
+
+    async def append_audit(self, *, at: int, event: str, actor: str, subject: str,
+                           detail: dict[str, Any] | None = None) -> audit.AuditEntry:
+        async with self._transaction() as db:
+            return await self._append_audit(db, at=at, event=event, actor=actor,
+                                            subject=subject, detail=detail)
+
+    async def audit_entries(self, *, batch: int = 1000) -> AsyncIterator[audit.AuditEntry]:
+        """All entries in ``seq`` order, read in batches (the lock is not held between)."""
+        after = 0
+        while True:
+            async with self._reading() as db:
+                rows = list(await (await db.execute(
+                    "SELECT seq, at, event, actor, subject, detail, prev_hash, hash FROM audit "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?", (after, batch))).fetchall())
+            for row in rows:
+                yield audit.AuditEntry(row[0], row[1], row[2], row[3], row[4],
+                                       _detail(row[5]), bytes(row[6]), bytes(row[7]))
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    # ------------------------------------------------------------------ threads
+
+    async def _load_thread(self, db: aiosqlite.Connection, thread_id: str) -> ThreadState | None:
+        row = await (await db.execute(
+            f"SELECT {_THREAD_COLUMNS} FROM threads WHERE thread_id = ?",
+            (thread_id,))).fetchone()
+        return None if row is None else _thread(row)
+
+    async def _save_thread(self, db: aiosqlite.Connection, t: ThreadState) -> None:
+        await db.execute(
+            f"INSERT INTO threads ({_THREAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (thread_id) DO UPDATE SET state = excluded.state, "
+            "next_seq_out = excluded.next_seq_out, next_seq_in = excluded.next_seq_in, "
+            "consent_id = excluded.consent_id, updated = excluded.updated, "
+            "machine = excluded.machine",
+            (t.thread_id, t.case_id, t.role, t.peer, t.state, t.next_seq_out, t.next_seq_in,
+             t.consent_id, t.updated,
+             None if t.machine is None else dump_json(dict(t.machine)).decode("utf-8")))
+
+    async def thread(self, thread_id: str) -> ThreadState | None:
+        async with self._reading() as db:
+            return await self._load_thread(db, thread_id)
+
+    # ------------------------------------------------------------------ inbound
+
+    async def inbound(self, sender: str, message_id: str) -> StoredInbound | None:
+        async with self._reading() as db:
+            return await self._inbound(db, sender, message_id)
+
+    @staticmethod
+    async def _inbound(db: aiosqlite.Connection, sender: str,
+                       message_id: str) -> StoredInbound | None:
+        row = await (await db.execute(
+            "SELECT digest, receipt, received_at, case_id, thread_id, erased_at "
+            "FROM envelopes_in WHERE sender = ? AND message_id = ?",
+            (sender, message_id))).fetchone()
+        if row is None:
+            return None
+        return StoredInbound(sender, message_id, bytes(row[0]), bytes(row[1]), row[2], row[3],
+                             row[4], row[5] is not None)
+
+    async def record_inbound(
+        self, *, sender: str, message_id: str, digest: bytes, thread_id: str,
+        build: Callable[[ThreadState | None], InboundWrite],
+    ) -> InboundResult:
+        """Store an accepted envelope with its thread state, contents, receipt and audit
+        entry, or return the original receipt if the same bytes are already stored.
+
+        The duplicate check is repeated here, inside the write transaction, because two
+        deliveries of one envelope can pass the caller's early check concurrently.
+        Different bytes under a stored (sender, id) are ``replayed``.
+        """
+        async with self._transaction() as db:
+            existing = await self._inbound(db, sender, message_id)
+            if existing is not None:
+                if existing.digest != digest:
+                    raise CasewayError(ErrorCode.REPLAYED)
+                return InboundResult(existing.receipt, duplicate=True)
+            write = build(await self._load_thread(db, thread_id))
+            t = write.thread
+            await db.execute(
+                "INSERT INTO envelopes_in (sender, message_id, digest, envelope, received_at, "
+                "receipt, case_id, thread_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (write.sender, write.message_id, write.digest, write.envelope,
+                 write.received_at, write.receipt, t.case_id, t.thread_id))
+            await self._save_thread(db, t)
+            await db.execute(
+                "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
+                "at, content) VALUES (?, ?, 'in', ?, ?, ?, ?)",
+                (t.case_id, t.thread_id, write.sender, write.message_id, write.received_at,
+                 write.content))
+            await self._append_audit(db, at=write.received_at, event=audit.RECEIVE,
+                                     actor=write.sender, subject=write.message_id,
+                                     detail={"case_id": t.case_id, "thread_id": t.thread_id})
+            return InboundResult(write.receipt, duplicate=False)
+
+    # ------------------------------------------------------------------ outbound
+
+    async def enqueue(
+        self, *, thread_id: str, build: Callable[[ThreadState | None], OutboundWrite],
+    ) -> int:
+        """Queue a sealed envelope with its thread state, contents, disclosure and audit
+        entry in one transaction; returns the outbox id."""
+        async with self._transaction() as db:
+            write = build(await self._load_thread(db, thread_id))
+            t = write.thread
+            cursor = await db.execute(
+                "INSERT INTO outbox (destination, message_id, digest, envelope, case_id, "
+                "thread_id, created, expires, state, attempts, next_attempt_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
+                (write.destination, write.message_id, write.digest, write.envelope, t.case_id,
+                 t.thread_id, write.created, write.expires, write.created))
+            item_id = cursor.lastrowid
+            if item_id is None:  # pragma: no cover - SQLite always sets it after an INSERT
+                raise StorageError("outbox insert returned no id")
+            await self._save_thread(db, t)
+            await db.execute(
+                "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
+                "at, content) VALUES (?, ?, 'out', ?, ?, ?, ?)",
+                (t.case_id, t.thread_id, write.destination, write.message_id, write.created,
+                 write.content))
+            if write.disclosure is not None:
+                await db.execute(
+                    "INSERT INTO disclosures (participant, case_id, consent_id, categories, "
+                    "message_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (write.destination, t.case_id, write.disclosure.consent_id,
+                     dump_json(list(write.disclosure.categories)).decode("utf-8"),
+                     write.message_id, write.created))
+            await self._append_audit(db, at=write.created, event=audit.SEND,
+                                     actor=write.destination, subject=write.message_id,
+                                     detail={"case_id": t.case_id, "thread_id": t.thread_id,
+                                             "outbox_id": item_id})
+            return item_id
+
+    async def outbox_head(self, destination: str) -> OutboxItem | None:
+        """The oldest queued envelope for ``destination``: FIFO per destination."""
+        async with self._reading() as db:
+            row = await (await db.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE destination = ? AND state = 'queued' "
+                "ORDER BY id LIMIT 1", (destination,))).fetchone()
+        return None if row is None else _outbox_item(row)
+
+    async def outbox_destinations(self) -> list[str]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT DISTINCT destination FROM outbox WHERE state = 'queued' "
+                "ORDER BY destination")).fetchall()
+        return [row[0] for row in rows]
+
+    async def outbox_next_wake(self, destination: str) -> int | None:
+        """When the head of ``destination``'s queue next needs attention: its next attempt,
+        or its expiry if that comes first. ``None`` if nothing is queued."""
+        head = await self.outbox_head(destination)
+        return None if head is None else min(head.next_attempt_at, head.expires)
+
+    async def outbox_item(self, item_id: int) -> OutboxItem | None:
+        async with self._reading() as db:
+            row = await (await db.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (item_id,))).fetchone()
+        return None if row is None else _outbox_item(row)
+
+    async def outbox_items(self, *, state: str | None = None, destination: str | None = None,
+                           limit: int = 100) -> list[OutboxItem]:
+        clauses, params = [], []
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state)
+        if destination is not None:
+            clauses.append("destination = ?")
+            params.append(destination)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox {where} ORDER BY id LIMIT ?",
+                (*params, limit))).fetchall()
+        return [_outbox_item(row) for row in rows]
+
+    async def outbox_depths(self) -> dict[str, int]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT destination, COUNT(*) FROM outbox WHERE state = 'queued' "
+                "GROUP BY destination ORDER BY destination")).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    async def mark_delivered(self, item_id: int, *, receipt: bytes, at: int) -> None:
+        async with self._transaction() as db:
+            row = await (await db.execute(
+                "UPDATE outbox SET state = 'delivered', receipt = ?, finished_at = ?, "
+                "last_error = NULL WHERE id = ? AND state = 'queued' "
+                "RETURNING destination, message_id", (receipt, at, item_id))).fetchone()
+            if row is not None:  # already finished (a concurrent pass): nothing to record
+                await self._append_audit(db, at=at, event=audit.RECEIPT, actor=row[0],
+                                         subject=row[1], detail={"outcome": "accepted"})
+
+    async def mark_dead(self, item_id: int, *, reason: str, receipt: bytes | None,
+                        at: int) -> None:
+        async with self._transaction() as db:
+            row = await (await db.execute(
+                "UPDATE outbox SET state = 'dead', receipt = ?, finished_at = ?, "
+                "last_error = ? WHERE id = ? AND state = 'queued' "
+                "RETURNING destination, message_id", (receipt, at, reason, item_id))).fetchone()
+            if row is not None:
+                if receipt is not None:
+                    await self._append_audit(db, at=at, event=audit.RECEIPT, actor=row[0],
+                                             subject=row[1],
+                                             detail={"outcome": "rejected", "error": reason})
+                await self._append_audit(db, at=at, event=audit.DEAD_LETTER, actor=row[0],
+                                         subject=row[1], detail={"reason": reason})
+
+    async def schedule_retry(self, item_id: int, *, attempts: int, next_attempt_at: int,
+                             last_error: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (attempts, next_attempt_at, last_error, item_id))
+
+    # ------------------------------------------------------------------ contents, erasure
+
+    async def case_contents(self, case_id: str) -> list[StoredContent]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT direction, peer, message_id, case_id, thread_id, at, content "
+                "FROM case_contents WHERE case_id = ? ORDER BY at, id", (case_id,))).fetchall()
+        return [StoredContent(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
+
+    async def disclosures(self, case_id: str) -> list[DisclosureRecord]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT participant, case_id, consent_id, categories, message_id, at "
+                "FROM disclosures WHERE case_id = ? ORDER BY id", (case_id,))).fetchall()
+        return [DisclosureRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5])
+                for r in rows]
+
+    async def erase_case(self, case_id: str, *, at: int, actor: str, reason: str) -> Tombstone:
+        """Erase a case's contents and the inbound envelopes we could decrypt; keep ids,
+        digests and receipts (so a redelivery still gets its original receipt and is not
+        accepted again) and a tombstone. Then overwrite the WAL (rule 5)."""
+        async with self._transaction() as db:
+            contents = (await db.execute(
+                "DELETE FROM case_contents WHERE case_id = ?", (case_id,))).rowcount
+            envelopes = (await db.execute(
+                "UPDATE envelopes_in SET envelope = NULL, erased_at = ? "
+                "WHERE case_id = ? AND envelope IS NOT NULL", (at, case_id))).rowcount
+            await db.execute(
+                "INSERT INTO tombstones (case_id, erased_at, reason, contents_erased, "
+                "envelopes_erased) VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET "
+                "contents_erased = contents_erased + excluded.contents_erased, "
+                "envelopes_erased = envelopes_erased + excluded.envelopes_erased",
+                (case_id, at, reason, contents, envelopes))
+            await self._append_audit(db, at=at, event=audit.ERASE, actor=actor,
+                                     subject=case_id,
+                                     detail={"reason": reason, "contents": contents,
+                                             "envelopes": envelopes})
+        await self.checkpoint()
+        tombstone = await self.tombstone(case_id)
+        if tombstone is None:  # pragma: no cover - written in the transaction above
+            raise StorageError("tombstone missing after erasure")
+        return tombstone
+
+    async def tombstone(self, case_id: str) -> Tombstone | None:
+        async with self._reading() as db:
+            row = await (await db.execute(
+                "SELECT case_id, erased_at, reason, contents_erased, envelopes_erased "
+                "FROM tombstones WHERE case_id = ?", (case_id,))).fetchone()
+        return None if row is None else Tombstone(row[0], row[1], row[2], row[3], row[4])
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it to zero bytes."""
+        async with self._reading() as db:
+            row = await (await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")).fetchone()
+        if row is not None and row[0] != 0:
+            raise StorageError("WAL checkpoint could not complete (database busy)")
+
+    async def row_counts(self) -> dict[str, int]:
+        async with self._reading() as db:
+            counts = {}
+            for table in TABLES:
+                row = await (await db.execute(f"SELECT COUNT(*) FROM {table}")).fetchone()
+                counts[table] = 0 if row is None else int(row[0])
+        return counts
+
+
+def _detail(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {"_": value}

@@ -1,0 +1,141 @@
+"""The seam between the node and the case lifecycle: what a message does to its thread.
+
+Rules of this module:
+
+1. The node does not decide which transitions are legal; the sans-I/O lifecycle machine
+   does (``caseway.protocol.lifecycle``). The node asks a :class:`ThreadRules` three things
+   about a message: which thread and case it belongs to (:meth:`ThreadRules.locate`), what
+   the thread's state becomes (:meth:`ThreadRules.apply`, raising ``CasewayError`` such as
+   ``invalid_transition`` or ``sequence_gap`` to refuse) and which data categories it
+   discloses under which consent (:meth:`ThreadRules.disclosure`).
+2. ``apply`` is pure and is called by storage *inside* the transaction that stores the
+   message, with the state read in that same transaction, so two messages of one thread
+   arriving together cannot both be judged against the same old state.
+3. :class:`NoLifecycle` allows every message: the thread state is ``"open"`` and sequence
+   counters just count (envelope-layer tests, benchmarks). :class:`CaseLifecycle` runs
+   the transition table of :mod:`caseway.protocol.lifecycle` and is what a node uses.
+4. Roles: ``ThreadState.role`` is *our* role (``initiator`` if we sent the thread's first
+   message). The lifecycle wants the role of the message's *sender*: the referrer is the
+   initiator, so the sender is the referrer exactly when (we sent it) == (we initiated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+from caseway.protocol import lifecycle
+
+Direction = Literal["in", "out"]
+MAX_ID_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRef:
+    thread_id: str
+    case_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadState:
+    """One thread as this node sees it. ``role`` is ours: ``initiator`` if we sent its
+    first message, ``responder`` if we received it. ``next_seq_out``/``next_seq_in`` are the
+    sequence numbers the next message in each direction must carry."""
+
+    thread_id: str
+    case_id: str
+    role: str
+    peer: str
+    state: str
+    next_seq_out: int
+    next_seq_in: int
+    consent_id: str | None
+    updated: int
+    #: The lifecycle machine's own serialised state (opaque to storage; stored as JSON).
+    machine: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """Which data categories a message gives the recipient, under which consent."""
+
+    consent_id: str | None
+    categories: tuple[str, ...]
+
+
+class ThreadRules(Protocol):
+    def locate(self, message: Mapping[str, Any], *, message_id: str) -> ThreadRef: ...
+
+    def apply(self, current: ThreadState | None, message: Mapping[str, Any], *,
+              ref: ThreadRef, direction: Direction, peer: str, now: int) -> ThreadState: ...
+
+    def disclosure(self, message: Mapping[str, Any]) -> Disclosure | None: ...
+
+
+def _identifier(value: object) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS:
+        return value
+    return None
+
+
+class NoLifecycle:
+    """Rule 3: allow everything, remember the thread, count messages."""
+
+    def locate(self, message: Mapping[str, Any], *, message_id: str) -> ThreadRef:
+        thread_id = _identifier(message.get("thread_id")) or message_id
+        case_id = _identifier(message.get("case_id")) or thread_id
+        return ThreadRef(thread_id, case_id)
+
+    def apply(self, current: ThreadState | None, message: Mapping[str, Any], *,
+              ref: ThreadRef, direction: Direction, peer: str, now: int) -> ThreadState:
+        if current is None:
+            current = ThreadState(ref.thread_id, ref.case_id,
+                                  "initiator" if direction == "out" else "responder", peer,
+                                  "open", 1, 1, self._consent_id(message), now)
+        if direction == "out":
+            return replace(current, next_seq_out=current.next_seq_out + 1, updated=now)
+        return replace(current, next_seq_in=current.next_seq_in + 1, updated=now)
+
+    def disclosure(self, message: Mapping[str, Any]) -> Disclosure | None:
+        sections = message.get("sections")
+        if not isinstance(sections, Mapping) or not sections:
+            return None
+        categories = tuple(sorted(str(name) for name in sections))
+        return Disclosure(self._consent_id(message), categories)
+
+    @staticmethod
+    def _consent_id(message: Mapping[str, Any]) -> str | None:
+        consent = message.get("consent")
+        if isinstance(consent, Mapping):
+            return _identifier(consent.get("consent_id")) or _identifier(consent.get("id"))
+        return _identifier(message.get("consent_id"))
+
+
+class CaseLifecycle:
+    """:class:`ThreadRules` over the case lifecycle machine (rules 1, 2 and 4)."""
+
+    def __init__(self) -> None:
+        self._fallback = NoLifecycle()
+
+    def locate(self, message: Mapping[str, Any], *, message_id: str) -> ThreadRef:
+        return self._fallback.locate(message, message_id=message_id)
+
+    def apply(self, current: ThreadState | None, message: Mapping[str, Any], *,
+              ref: ThreadRef, direction: Direction, peer: str, now: int) -> ThreadState:
+        ours = ("initiator" if direction == "out" else "responder") if current is None \
+            else current.role
+        machine = (lifecycle.ThreadState() if current is None or current.machine is None
+                   else lifecycle.ThreadState.from_json(current.machine))
+        sender_is_referrer = (direction == "out") == (ours == "initiator")
+        role = lifecycle.Role.REFERRER if sender_is_referrer else lifecycle.Role.RECEIVER
+        after = machine.apply(message, role=role)
+        our_role = lifecycle.Role.REFERRER if ours == "initiator" else lifecycle.Role.RECEIVER
+        their_role = (lifecycle.Role.RECEIVER if our_role is lifecycle.Role.REFERRER
+                      else lifecycle.Role.REFERRER)
+        return ThreadState(ref.thread_id, ref.case_id, ours, peer, after.state.value,
+                           after.next_seq(our_role), after.next_seq(their_role),
+                           after.consent_id, now, after.to_json())
+
+    def disclosure(self, message: Mapping[str, Any]) -> Disclosure | None:
+        return self._fallback.disclosure(message)

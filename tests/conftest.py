@@ -1,0 +1,178 @@
+"""Shared fixtures: real Caseway nodes on ephemeral loopback ports.
+
+A :class:`NodeHarness` is one node (keys, database file, both listeners) that a test can
+stop and start again on the same port and the same database, as an operator would restart
+it. Nodes resolve each other through :class:`StaticPeers`, a tiny in-memory stand-in for the
+signed trust directory built on :class:`~caseway.keys.identity.StaticKeys`.
+
+Nothing of the node is mocked: messages travel over real HTTP between real aiohttp servers.
+Time is a shared :class:`~caseway.node.clock.FakeClock`, so retry schedules are exact and
+no test sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Collection
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from caseway.keys.identity import Identity, StaticKeys
+from caseway.node.app import Node, NodeServer, open_node
+from caseway.node.clock import FakeClock, SeededRandom
+from caseway.node.config import DeliverySettings, IngressSettings, Listen
+from caseway.node.threads import ThreadRules
+from caseway.protocol import crypto
+from caseway.protocol.errors import CasewayError, ErrorCode
+
+NOW = 1768435200  # 2026-01-15T00:00:00Z, as in the vectors
+LOOPBACK = "127.0.0.1"
+
+
+class StaticPeers:
+    """The node's :class:`~caseway.node.service.PeerDirectory` over fixed identities."""
+
+    def __init__(self) -> None:
+        self.keys = StaticKeys()
+        self.identities: dict[str, Identity] = {}
+        self.endpoints: dict[str, str | None] = {}
+        self.sector_map: dict[str, tuple[str, ...]] = {}
+        #: participant -> X25519 public key to hand out instead of the real one (a peer
+        #: that rotated its key without us knowing).
+        self.stale_encryption: dict[str, bytes] = {}
+
+    def add(self, identity: Identity, endpoint: str | None = None,
+            sectors: tuple[str, ...] = ("shelter",)) -> None:
+        self.keys.add_identity(identity)
+        self.identities[identity.participant] = identity
+        self.endpoints[identity.participant] = endpoint
+        self.sector_map[identity.participant] = sectors
+
+    def signing_key(self, participant: str, key_id: str, at: int) -> bytes:
+        return self.keys.signing_key(participant, key_id, at)
+
+    def encryption_key(self, participant: str, at: int) -> tuple[bytes, str]:
+        identity = self.identities.get(participant)
+        if identity is None:
+            raise CasewayError(ErrorCode.UNKNOWN_SENDER, "participant not in the directory")
+        public = self.stale_encryption.get(participant, identity.encryption.public_key)
+        return public, crypto.key_id(public)
+
+    def endpoint(self, participant: str) -> str | None:
+        return self.endpoints.get(participant)
+
+    def sectors(self, participant: str) -> Collection[str]:
+        return self.sector_map.get(participant, ())
+
+
+@dataclass
+class Keys:
+    identity: Identity
+    storage_key: bytes
+
+
+class NodeHarness:
+    """One node that can be stopped and restarted on the same port and database."""
+
+    def __init__(self, participant: str, home: Path, peers: StaticPeers, clock: FakeClock,
+                 *, background_delivery: bool = False,
+                 ingress: IngressSettings | None = None,
+                 threads: ThreadRules | None = None) -> None:
+        self.participant = participant
+        self.home = home
+        self.database = home / "caseway.db"
+        self.keys = Keys(Identity.generate(participant), os.urandom(32))
+        self.peers = peers
+        self.clock = clock
+        self.random = SeededRandom(participant.encode())
+        self.background_delivery = background_delivery
+        self.ingress = ingress
+        self.threads = threads
+        self.port = 0
+        self.node: Node | None = None
+        self._server: NodeServer | None = None
+        self._stack: AsyncExitStack | None = None
+        peers.add(self.keys.identity)
+
+    @property
+    def identity(self) -> Identity:
+        return self.keys.identity
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def envelopes_url(self) -> str:
+        return self.url + "/caseway/v1/envelopes"
+
+    async def start(self) -> Node:
+        stack = AsyncExitStack()
+        node = await stack.enter_async_context(open_node(
+            keys=self.keys, peers=self.peers, database=self.database, clock=self.clock,
+            random=self.random, delivery=DeliverySettings(request_timeout=10.0),
+            ingress=self.ingress, threads=self.threads))
+        server = NodeServer(node, background_delivery=self.background_delivery)
+        try:
+            await server.start(federation=Listen(LOOPBACK, self.port),
+                               local_api=Listen(LOOPBACK, 0))
+        except BaseException:
+            await stack.aclose()
+            raise
+        assert server.federation_address is not None
+        self.port = server.federation_address[1]
+        self.peers.endpoints[self.participant] = self.url
+        self.node, self._server, self._stack = node, server, stack
+        return node
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop()
+        if self._stack is not None:
+            await self._stack.aclose()
+        self.node, self._server, self._stack = None, None, None
+
+    @property
+    def running(self) -> Node:
+        assert self.node is not None, "node is not running"
+        return self.node
+
+    @property
+    def local_url(self) -> str:
+        assert self._server is not None and self._server.local_api_address is not None
+        host, port = self._server.local_api_address
+        return f"http://{host}:{port}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+def peers() -> StaticPeers:
+    return StaticPeers()
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, peers: StaticPeers,
+               clock: FakeClock) -> AsyncIterator[tuple[NodeHarness, NodeHarness]]:
+    """An embassy (sender) and a shelter (receiver), both running, outbox driven by hand."""
+    embassy = NodeHarness("ph-embassy-kl", _home(tmp_path, "embassy"), peers, clock)
+    shelter = NodeHarness("ph-shelter-manila", _home(tmp_path, "shelter"), peers, clock)
+    await embassy.start()
+    await shelter.start()
+    try:
+        yield embassy, shelter
+    finally:
+        await embassy.stop()
+        await shelter.stop()
+
+
+def _home(root: Path, name: str) -> Path:
+    home = root / name
+    home.mkdir()
+    return home

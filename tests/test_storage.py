@@ -1,0 +1,180 @@
+"""Storage: migrations, one-transaction writes, duplicates, FIFO, erasure, encryption at rest."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from caseway.node.storage import (
+    SCHEMA_VERSION,
+    InboundWrite,
+    OutboundWrite,
+    SqliteStorage,
+    StorageError,
+)
+from caseway.node.storage_crypto import StorageCipher, StorageCipherError, content_row_id
+from caseway.node.threads import Disclosure, ThreadState
+from caseway.protocol.errors import CasewayError, ErrorCode
+
+NOW = 1768435200
+CANARY = "CANARY-7d1f0c2a-storage"
+
+
+def thread(thread_id: str = "t1", case_id: str = "c1") -> ThreadState:
+    return ThreadState(thread_id, case_id, "responder", "peer-a", "open", 1, 2, None, NOW)
+
+
+def inbound(message_id: str, digest: bytes = b"d" * 32, content: bytes = b"sealed") -> InboundWrite:
+    return InboundWrite("peer-a", message_id, digest, b'{"envelope":1}', NOW, b"receipt-" +
+                        message_id.encode(), thread(), content)
+
+
+def outbound(message_id: str, destination: str = "peer-b", *, expires: int = NOW + 3600,
+             created: int = NOW) -> OutboundWrite:
+    return OutboundWrite(destination, message_id, b"d" * 32, b"envelope-" + message_id.encode(),
+                         created, expires, thread(f"t-{message_id}"), b"sealed",
+                         Disclosure("consent-1", ("health", "identity")))
+
+
+@pytest.fixture
+async def storage(tmp_path: Path):
+    store = await SqliteStorage.open(tmp_path / "node.db")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    store = await SqliteStorage.open(path)
+    assert await store.schema_version() == SCHEMA_VERSION
+    await store.close()
+    store = await SqliteStorage.open(path)  # second open applies nothing
+    assert await store.schema_version() == SCHEMA_VERSION
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    await (await SqliteStorage.open(path)).close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO schema_version (version, description) VALUES (99, 'future')")
+    with pytest.raises(StorageError, match="newer"):
+        await SqliteStorage.open(path)
+
+
+async def test_record_inbound_then_duplicate_then_replayed(storage: SqliteStorage) -> None:
+    first = await storage.record_inbound(sender="peer-a", message_id="m1", digest=b"d" * 32,
+                                         thread_id="t1", build=lambda _: inbound("m1"))
+    assert not first.duplicate
+    again = await storage.record_inbound(sender="peer-a", message_id="m1", digest=b"d" * 32,
+                                         thread_id="t1", build=_never)
+    assert again.duplicate and again.receipt == first.receipt
+    with pytest.raises(CasewayError) as err:
+        await storage.record_inbound(sender="peer-a", message_id="m1", digest=b"x" * 32,
+                                     thread_id="t1", build=_never)
+    assert err.value.code is ErrorCode.REPLAYED
+    stored = await storage.inbound("peer-a", "m1")
+    assert stored is not None and stored.receipt == first.receipt
+    assert (await storage.row_counts())["envelopes_in"] == 1
+
+
+def _never(_: ThreadState | None) -> InboundWrite:
+    raise AssertionError("build must not run for a stored message")
+
+
+async def test_a_refused_lifecycle_step_stores_nothing(storage: SqliteStorage) -> None:
+    before = await storage.row_counts()
+
+    def refuse(_: ThreadState | None) -> InboundWrite:
+        raise CasewayError(ErrorCode.INVALID_TRANSITION)
+
+    with pytest.raises(CasewayError):
+        await storage.record_inbound(sender="peer-a", message_id="m1", digest=b"d" * 32,
+                                     thread_id="t1", build=refuse)
+    assert await storage.row_counts() == before
+
+
+async def test_a_failing_statement_rolls_back_the_whole_transaction(
+        storage: SqliteStorage) -> None:
+    await storage.enqueue(thread_id="t-m1", build=lambda _: outbound("m1"))
+    before = await storage.row_counts()
+    # Same message id again: the outbox insert fails (UNIQUE) after nothing else was kept.
+    with pytest.raises(sqlite3.IntegrityError):
+        await storage.enqueue(thread_id="t-m1", build=lambda _: outbound("m1"))
+    assert await storage.row_counts() == before
+
+
+async def test_enqueue_writes_outbox_thread_contents_disclosure_and_audit(
+        storage: SqliteStorage) -> None:
+    item_id = await storage.enqueue(thread_id="t-m1", build=lambda _: outbound("m1"))
+    counts = await storage.row_counts()
+    assert {k: counts[k] for k in ("outbox", "threads", "case_contents", "disclosures",
+                                   "audit")} == dict.fromkeys(
+        ("outbox", "threads", "case_contents", "disclosures", "audit"), 1)
+    item = await storage.outbox_item(item_id)
+    assert item is not None and item.state == "queued" and item.next_attempt_at == NOW
+    [record] = await storage.disclosures("c1")
+    assert record.participant == "peer-b" and record.categories == ("health", "identity")
+
+
+async def test_outbox_is_fifo_per_destination(storage: SqliteStorage) -> None:
+    ids = [await storage.enqueue(thread_id=f"t-{m}", build=lambda _, m=m, d=d: outbound(m, d))
+           for m, d in (("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b"))]
+    head_a = await storage.outbox_head("a")
+    assert head_a is not None and head_a.id == ids[0]
+    await storage.mark_delivered(ids[0], receipt=b"r", at=NOW)
+    head_a = await storage.outbox_head("a")
+    assert head_a is not None and head_a.id == ids[2]
+    assert await storage.outbox_depths() == {"a": 1, "b": 2}
+    await storage.schedule_retry(ids[1], attempts=1, next_attempt_at=NOW + 7,
+                                 last_error="network")
+    assert await storage.outbox_next_wake("b") == NOW + 7
+    await storage.mark_dead(ids[1], reason="expired", receipt=None, at=NOW + 8)
+    dead = await storage.outbox_items(state="dead")
+    assert [i.id for i in dead] == [ids[1]] and dead[0].last_error == "expired"
+
+
+async def test_erasure_leaves_a_tombstone_and_no_content(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    storage = await SqliteStorage.open(path)
+    cipher = StorageCipher(os.urandom(32))
+    row = content_row_id("in", "peer-a", "m1", "c1")
+    blob = cipher.seal(CANARY.encode(), row_id=row, nonce=os.urandom(24))
+    await storage.record_inbound(sender="peer-a", message_id="m1", digest=b"d" * 32,
+                                 thread_id="t1", build=lambda _: inbound("m1", content=blob))
+    [stored] = await storage.case_contents("c1")
+    assert cipher.open(stored.blob, row_id=row) == CANARY.encode()
+    tombstone = await storage.erase_case("c1", at=NOW + 5, actor="peer-a",
+                                         reason="consent_withdrawn")
+    assert (tombstone.contents_erased, tombstone.envelopes_erased) == (1, 1)
+    assert await storage.case_contents("c1") == []
+    # The id, digest and receipt stay: a redelivery still gets its receipt, not a new row.
+    kept = await storage.inbound("peer-a", "m1")
+    assert kept is not None and kept.erased and kept.receipt == b"receipt-m1"
+    await storage.close()
+    wal = Path(str(path) + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert blob not in path.read_bytes()
+    assert b'{"envelope":1}' not in path.read_bytes()
+
+
+def test_storage_cipher_binds_a_blob_to_its_row() -> None:
+    cipher = StorageCipher(os.urandom(32))
+    row = content_row_id("in", "peer-a", "m1", "case-1")
+    blob = cipher.seal(b"secret", row_id=row, nonce=os.urandom(24))
+    assert CANARY.encode() not in blob and b"secret" not in blob
+    assert cipher.open(blob, row_id=row) == b"secret"
+    with pytest.raises(StorageCipherError):
+        cipher.open(blob, row_id=content_row_id("in", "peer-a", "m1", "case-2"))
+    with pytest.raises(StorageCipherError):
+        StorageCipher(os.urandom(32)).open(blob, row_id=row)
+    with pytest.raises(StorageCipherError):
+        cipher.open(blob[:-1] + bytes([blob[-1] ^ 1]), row_id=row)
