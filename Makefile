@@ -39,3 +39,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+interop:
+	cd examples/interop/js && npm ci --no-audit --no-fund && node check.js ../../vectors

@@ -16,6 +16,7 @@ Rules of this module (SPEC.md "Receipts"):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from . import crypto
@@ -28,7 +29,7 @@ RECEIPT_FIELDS = ("v", "message_id", "envelope_digest", "sender", "recipient", "
                   "received_at", "outcome", "error")
 ACCEPTED = "accepted"
 REJECTED = "rejected"
-_KNOWN_CODES = {code.value for code in ErrorCode}
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +81,29 @@ def parse_receipt_unverified(data: bytes) -> tuple[Receipt, bytes, bytes]:
     """Parse and schema-check a receipt without verifying it (for looking up its key)."""
     protected, signature = parse_signed(data, max_bytes=MAX_RECEIPT_BYTES)
     obj = parse_json(protected, max_bytes=MAX_RECEIPT_BYTES, max_depth=1)
-    if not isinstance(obj, dict) or set(obj) != set(RECEIPT_FIELDS):
-        raise CasewayError(ErrorCode.HEADER_INVALID, "receipt fields wrong")
-    if obj["v"] != VERSION or type(obj["v"]) is not int:
+    # Order as SPEC.md §6.4 step 1: shape, version, fields, field values, then encodings.
+    if not isinstance(obj, dict):
+        raise CasewayError(ErrorCode.HEADER_INVALID, "receipt must be an object")
+    if obj.get("v") != VERSION or type(obj.get("v")) is not int:
         raise CasewayError(ErrorCode.UNSUPPORTED_VERSION, "only version 1 is supported")
-    digest = b64decode(obj["envelope_digest"], length=crypto.DIGEST_BYTES,
-                       field="envelope_digest")
-    if obj["message_id"] is not None:
-        b64decode(obj["message_id"], length=16, field="message_id")
+    if set(obj) != set(RECEIPT_FIELDS):
+        raise CasewayError(ErrorCode.HEADER_INVALID, "receipt fields wrong")
     if obj["sender"] is not None:
         _check_participant(obj["sender"], "sender")
     _check_participant(obj["recipient"], "recipient")
-    b64decode(obj["recipient_key"], length=crypto.KEY_ID_BYTES, field="recipient_key")
     if type(obj["received_at"]) is not int or obj["received_at"] < 0:
         raise CasewayError(ErrorCode.HEADER_INVALID, "received_at must be an integer")
     outcome, error = obj["outcome"], obj["error"]
+    # Unknown but well-formed codes are accepted: codes may be added within v1 (SPEC §8).
     if not ((outcome == ACCEPTED and error is None)
-            or (outcome == REJECTED and isinstance(error, str) and error in _KNOWN_CODES)):
+            or (outcome == REJECTED and type(error) is str
+                and _ERROR_CODE.fullmatch(error) is not None)):
         raise CasewayError(ErrorCode.HEADER_INVALID, "outcome/error inconsistent")
+    if obj["message_id"] is not None:
+        b64decode(obj["message_id"], length=16, field="message_id")
+    digest = b64decode(obj["envelope_digest"], length=crypto.DIGEST_BYTES,
+                       field="envelope_digest")
+    b64decode(obj["recipient_key"], length=crypto.KEY_ID_BYTES, field="recipient_key")
     receipt = Receipt(obj["message_id"], digest, obj["sender"], obj["recipient"],
                       obj["recipient_key"], obj["received_at"], outcome, error, data)
     return receipt, protected, signature

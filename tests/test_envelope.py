@@ -178,3 +178,16 @@ def test_header_parser_agrees_with_schema_on_vectors() -> None:
         assert validator.is_valid(header) == code_ok, path.name
         checked += 1
     assert checked >= 25
+
+
+def test_protected_header_that_is_not_an_object_is_header_invalid() -> None:
+    from caseway.protocol.encoding import b64encode, dump_json
+    from caseway.protocol.envelope import parse_header
+
+    for protected in (b"[1]", b'"x"', b"1"):
+        with pytest.raises(CasewayError) as info:
+            parse_header(protected)
+        assert info.value.code is ErrorCode.HEADER_INVALID
+    with pytest.raises(CasewayError) as info:
+        parse_header(dump_json({"id": b64encode(bytes(16))}))
+    assert info.value.code is ErrorCode.UNSUPPORTED_VERSION

@@ -61,3 +61,56 @@ def test_every_byte_flip_of_a_receipt_is_rejected() -> None:
             verify_receipt(bytes(mutated), keys=pair.keys,
                            expected_recipient=pair.bob.participant,
                            expected_digest=sealed.digest)
+
+
+def _signed_receipt(pair: Pair, protected: bytes) -> bytes:
+    from caseway.protocol.encoding import b64encode, dump_json
+
+    signature = pair.bob.signing.sign(crypto.RECEIPT_LABEL, protected)
+    return dump_json({"protected": b64encode(protected), "signature": b64encode(signature)})
+
+
+def _fields(pair: Pair, digest: bytes, **changes: object) -> dict[str, object]:
+    from caseway.protocol.encoding import b64encode
+
+    fields: dict[str, object] = {
+        "v": 1, "message_id": None, "envelope_digest": b64encode(digest),
+        "sender": None, "recipient": pair.bob.participant,
+        "recipient_key": pair.bob.signing.key_id, "received_at": NOW,
+        "outcome": "rejected", "error": "malformed"}
+    fields.update(changes)
+    return fields
+
+
+def test_receipt_field_order_matches_spec() -> None:
+    import json
+
+    pair = Pair.fixed()
+    digest = crypto.digest(b"x")
+
+    def code(protected: bytes) -> ErrorCode:
+        with pytest.raises(CasewayError) as info:
+            verify_receipt(_signed_receipt(pair, protected), keys=pair.keys,
+                           expected_recipient=pair.bob.participant, expected_digest=digest)
+        return info.value.code
+
+    assert code(b"[1]") is ErrorCode.HEADER_INVALID
+    no_v = {k: v for k, v in _fields(pair, digest).items() if k != "v"}
+    assert code(json.dumps(no_v).encode()) is ErrorCode.UNSUPPORTED_VERSION
+    assert code(json.dumps(_fields(pair, digest, v=2, extra=1)).encode()) \
+        is ErrorCode.UNSUPPORTED_VERSION
+    # A bad participant id is reported before a bad base64url field.
+    assert code(json.dumps(_fields(pair, digest, sender="Bad Id", message_id="!")).encode()) \
+        is ErrorCode.HEADER_INVALID
+
+
+def test_unknown_but_well_formed_error_code_is_accepted() -> None:
+    # SPEC §8: codes may be added within v1; an older sender must still count the receipt.
+    import json
+
+    pair = Pair.fixed()
+    digest = crypto.digest(b"x")
+    protected = json.dumps(_fields(pair, digest, error="some_future_code")).encode()
+    receipt = verify_receipt(_signed_receipt(pair, protected), keys=pair.keys,
+                             expected_recipient=pair.bob.participant, expected_digest=digest)
+    assert receipt.error == "some_future_code" and not receipt.accepted
