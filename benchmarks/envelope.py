@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import binascii
 import json
-import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nacl.bindings as sodium
+from timing import median_per_op, pin_to_one_core
 
 from caseway.protocol import crypto
 from caseway.protocol.encoding import b64decode
@@ -38,24 +37,12 @@ REFERRAL_LIKE = {
 }
 
 
-def per_op(fn: Callable[[], object], n: int, rounds: int) -> float:
-    """Median seconds per call over `rounds` rounds of `n` calls."""
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - start) / n)
-    return statistics.median(samples)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    pin_to_one_core()
 
     pair = Pair.fixed()
     sealed = pair.seal(REFERRAL_LIKE)
@@ -74,24 +61,26 @@ def main() -> None:
     n, rounds = args.n, args.rounds
     to_std = bytes.maketrans(b"-_", b"+/")
 
+    def timed(fn: Callable[[], object]) -> float:
+        return median_per_op(fn, n, rounds)
+
     t = {
-        "seal (caseway)": per_op(lambda: pair.seal(REFERRAL_LIKE), n, rounds),
-        "open (caseway)": per_op(lambda: pair.open(data, seen=seen), n, rounds),
-        "ed25519 sign": per_op(lambda: sodium.crypto_sign(signing_input, secret64), n, rounds),
-        "ed25519 verify": per_op(lambda: sodium.crypto_sign_open(signature + signing_input,
-                                                                 alice_pk), n, rounds),
-        "sealed box seal": per_op(lambda: sodium.crypto_box_seal(plaintext, bob_pk), n, rounds),
-        "sealed box open": per_op(lambda: sodium.crypto_box_seal_open(ciphertext, bob_pk,
-                                                                      bob_sk), n, rounds),
-        "json parse x3": per_op(lambda: (json.loads(data), json.loads(protected),
-                                         json.loads(plaintext)), n, rounds),
+        "seal (caseway)": timed(lambda: pair.seal(REFERRAL_LIKE)),
+        "open (caseway)": timed(lambda: pair.open(data, seen=seen)),
+        "ed25519 sign": timed(lambda: sodium.crypto_sign(signing_input, secret64)),
+        "ed25519 verify": timed(lambda: sodium.crypto_sign_open(signature + signing_input,
+                                                                 alice_pk)),
+        "sealed box seal": timed(lambda: sodium.crypto_box_seal(plaintext, bob_pk)),
+        "sealed box open": timed(lambda: sodium.crypto_box_seal_open(ciphertext, bob_pk,
+                                                                      bob_sk)),
+        "json parse x3": timed(lambda: (json.loads(data), json.loads(protected),
+                                         json.loads(plaintext))),
         # The fastest plain decode (no validation): bytes.translate + binascii.
-        "base64url decode x2": per_op(lambda: (
+        "base64url decode x2": timed(lambda: (
             binascii.a2b_base64(outer["protected"].encode().translate(to_std) + b"=="),
-            binascii.a2b_base64(header["ciphertext"].encode().translate(to_std) + b"==")),
-            n, rounds),
-        "json dump x3": per_op(lambda: (json.dumps(REFERRAL_LIKE), json.dumps(header),
-                                        json.dumps(outer)), n, rounds),
+            binascii.a2b_base64(header["ciphertext"].encode().translate(to_std) + b"=="))),
+        "json dump x3": timed(lambda: (json.dumps(REFERRAL_LIKE), json.dumps(header),
+                                       json.dumps(outer))),
     }
     crypto_json_floor = t["ed25519 verify"] + t["sealed box open"] + t["json parse x3"]
     open_floor = crypto_json_floor + t["base64url decode x2"]

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jwcrypto import jwe, jwk, jws
 from jwcrypto.common import json_encode
+from timing import median_per_op, pin_to_one_core
 
 from envelope_helpers import Pair, SeenIds
 
@@ -41,23 +39,12 @@ def sample_message() -> dict[str, object]:
     return {"type": "note", "text": "x" * 4000}
 
 
-def median_per_op(fn: Callable[[], object], n: int, rounds: int) -> float:
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - start) / n)
-    return statistics.median(samples)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--n", type=int, default=500)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
 
     message = sample_message()
     plaintext = json.dumps(message, separators=(",", ":")).encode()
