@@ -19,6 +19,8 @@ Rules of this module (SPEC.md "Directory document", "Directory signature"):
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import re
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,6 +185,20 @@ def _schema_check(name: str, document: Any, prefix: str = "$") -> None:
         raise CasewayError(ErrorCode.SCHEMA_INVALID, detail)
 
 
+@functools.cache
+def iana_zone_names() -> frozenset[str]:
+    """The Zone and Link names of the IANA tz database (SPEC.md "Opening hours"), matched
+    exactly: no case folding (``ZoneInfo`` would find ``asia/manila`` on a case-insensitive
+    file system) and no file paths (``posix/Asia/Manila``, ``localtime``). ``Factory`` is
+    not a place's zone."""
+    try:
+        text = importlib.resources.files("tzdata").joinpath("zones").read_text("utf-8")
+        names = set(text.split())
+    except (ImportError, OSError):  # no tzdata package: the system database
+        names = set(zoneinfo.available_timezones())
+    return frozenset(names - {"Factory", "localtime", "posixrules"})
+
+
 def _invalid(path: str, what: str) -> CasewayError:
     return CasewayError(ErrorCode.SCHEMA_INVALID, f"{path}: {what}")
 
@@ -195,6 +211,8 @@ def _minutes(text: str) -> int:
 def _build_participant(obj: Mapping[str, Any], path: str) -> Participant:
     """The rules the schema cannot express, on an object that already passed the schema."""
     hours = obj["hours"]
+    if hours["timezone"] not in iana_zone_names():
+        raise _invalid(f"{path}.hours.timezone", "not an IANA time zone")
     try:
         zoneinfo.ZoneInfo(hours["timezone"])
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -284,9 +302,10 @@ def read_signed(data: bytes) -> SignedDirectory:
     version = document.get("v")
     if version != VERSION or type(version) is not int:
         raise CasewayError(ErrorCode.UNSUPPORTED_VERSION, "only directory version 1")
-    authority = document.get("authority")
-    if not isinstance(authority, str):
-        raise CasewayError(ErrorCode.HEADER_INVALID, "authority: missing or not a key id")
+    if "authority" not in document:
+        raise CasewayError(ErrorCode.HEADER_INVALID, "authority: missing")
+    # A key id: not canonical base64url of 16 bytes (a non-string too) is bad_encoding (§2.2).
+    authority = document["authority"]
     b64decode(authority, length=crypto.KEY_ID_BYTES, field="authority")
     return SignedDirectory(protected, signature, document, authority)
 

@@ -64,9 +64,16 @@ def read_successor(statement: Mapping[str, Any]) -> tuple[str, bytes, bytes, byt
     signature = b64decode(statement["signature"], length=crypto.SIGNATURE_BYTES,
                           field="authority_chain.signature")
     obj = parse_json(protected, max_bytes=MAX_SUCCESSOR_BYTES, max_depth=1)
-    if (not isinstance(obj, dict) or set(obj) != set(SUCCESSOR_FIELDS) or obj["v"] != 1
-            or type(obj["issued"]) is not int or not isinstance(obj["predecessor"], str)):
+    # As every signed document (SPEC.md §5.5 step 3): object, then version, then fields.
+    if not isinstance(obj, dict):
+        raise CasewayError(ErrorCode.HEADER_INVALID, "authority_chain: statement not an object")
+    if type(obj.get("v")) is not int or obj["v"] != 1:
+        raise CasewayError(ErrorCode.UNSUPPORTED_VERSION, "authority_chain: only statement "
+                           "version 1")
+    if (set(obj) != set(SUCCESSOR_FIELDS) or type(obj["issued"]) is not int
+            or obj["issued"] < 0):
         raise CasewayError(ErrorCode.HEADER_INVALID, "authority_chain: statement invalid")
+    # Key id and key: base64url fields, so a non-string is bad_encoding too (§2.2).
     b64decode(obj["predecessor"], length=crypto.KEY_ID_BYTES, field="authority_chain.predecessor")
     successor = b64decode(obj["successor"], length=crypto.PUBLIC_KEY_BYTES,
                           field="authority_chain.successor")

@@ -122,6 +122,13 @@ def _participant(**changes: Any) -> dict[str, Any]:
     ({"contacts": {"phone": ["0917 555 0100"]}}, "participant.contacts.phone[0]"),
     ({"hours": {"timezone": "Asia/Nowhere", "always_open": True}},
      "participant.hours.timezone"),
+    # Exact, case-sensitive IANA names; file paths of a zoneinfo folder are not names.
+    ({"hours": {"timezone": "asia/manila", "always_open": True}},
+     "participant.hours.timezone"),
+    ({"hours": {"timezone": "posix/Asia/Manila", "always_open": True}},
+     "participant.hours.timezone"),
+    ({"hours": {"timezone": "localtime", "always_open": True}},
+     "participant.hours.timezone"),
     ({"hours": {"timezone": "Asia/Manila"}}, "participant.hours: needs periods"),
     ({"hours": {"timezone": "Asia/Manila", "periods": [
         {"days": ["mon"], "opens": "18:00", "closes": "09:00"}]}},
@@ -201,6 +208,34 @@ def test_sign_directory_sets_the_authority_key_id() -> None:
                 "participants": []}
     data = sign_directory(document, AUTHORITY)
     assert read_signed(data).authority == AUTHORITY.key_id
+
+
+def test_link_time_zone_names_are_valid_as_written() -> None:
+    for name in ("Asia/Saigon", "UTC", "Etc/GMT+5"):
+        parse_participant(_participant(hours={"timezone": name, "always_open": True}))
+
+
+def _unsigned(document: dict[str, Any]) -> bytes:
+    """A signed-directory outer form around ``document`` (signature never reached)."""
+    return dump_json({"protected": b64encode(dump_json(document)),
+                      "signature": b64encode(bytes(64))})
+
+
+@pytest.mark.parametrize(("document", "code"), [
+    ([1], ErrorCode.HEADER_INVALID),
+    ({"authority": AUTHORITY.key_id}, ErrorCode.UNSUPPORTED_VERSION),
+    ({"v": True, "authority": AUTHORITY.key_id}, ErrorCode.UNSUPPORTED_VERSION),
+    ({"v": 2, "authority": AUTHORITY.key_id}, ErrorCode.UNSUPPORTED_VERSION),
+    ({"v": 1}, ErrorCode.HEADER_INVALID),
+    ({"v": 1, "authority": 7}, ErrorCode.BAD_ENCODING),
+    ({"v": 1, "authority": "A" * 21}, ErrorCode.BAD_ENCODING),
+    ({"v": 1, "authority": "A" * 21 + "B"}, ErrorCode.BAD_ENCODING),
+])
+def test_document_object_version_and_authority_codes(document: Any, code: ErrorCode) -> None:
+    """§11.6 step 3: not an object → header_invalid; v → unsupported_version; authority
+    missing → header_invalid, not a canonical 16-byte key id (a non-string too) →
+    bad_encoding (§2.2)."""
+    assert _error(lambda: read_signed(_unsigned(document))).code is code
 
 
 def test_signature_with_another_label_is_refused() -> None:

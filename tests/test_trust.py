@@ -262,3 +262,36 @@ def test_overlong_chain_refused_before_signature_work() -> None:
     forged = dump_json({"protected": b64encode(protected), "signature": b64encode(
         AUTHORITY.sign(crypto.DIRECTORY_LABEL, protected))})
     assert _error(lambda: _store().load(forged, NOW)).code is ErrorCode.HEADER_INVALID
+
+
+def _statement(fields: Any) -> dict[str, str]:
+    from caseway.protocol.encoding import b64encode, dump_json
+
+    return {"protected": b64encode(dump_json(fields)), "signature": b64encode(bytes(64))}
+
+
+@pytest.mark.parametrize(("fields", "code"), [
+    ([1], ErrorCode.HEADER_INVALID),
+    ({"predecessor": "x", "successor": "y", "issued": 1}, ErrorCode.UNSUPPORTED_VERSION),
+    ({"v": 2, "predecessor": "x"}, ErrorCode.UNSUPPORTED_VERSION),
+    ({"v": True, "predecessor": "x", "successor": "y", "issued": 1},
+     ErrorCode.UNSUPPORTED_VERSION),
+    ({"v": 1, "predecessor": AUTHORITY.key_id, "issued": 1}, ErrorCode.HEADER_INVALID),
+    ({"v": 1, "predecessor": AUTHORITY.key_id, "successor": "y", "issued": -1},
+     ErrorCode.HEADER_INVALID),
+    ({"v": 1, "predecessor": 5, "successor": "AAAA", "issued": 1}, ErrorCode.BAD_ENCODING),
+    ({"v": 1, "predecessor": AUTHORITY.key_id, "successor": "AAAA", "issued": 1},
+     ErrorCode.BAD_ENCODING),
+])
+def test_malformed_successor_statement_codes(fields: Any, code: ErrorCode) -> None:
+    """§11.6.1: a statement is checked like every signed document (§5.5 steps 2–4)."""
+    data = signed(serial=1, chain=[_statement(fields)])
+    assert _error(lambda: _store().load(data, NOW)).code is code
+
+
+def test_same_serial_different_bytes_is_stale() -> None:
+    store = _store()
+    store.load(signed(serial=2), NOW)
+    store.load(signed(serial=2), NOW)  # the very same bytes: accepted again
+    assert _error(lambda: store.load(signed(serial=2, issued=ISSUED + 1), NOW)).code is (
+        ErrorCode.STALE_DIRECTORY)

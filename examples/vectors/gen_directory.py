@@ -72,12 +72,46 @@ def _vector(name: str, description: str, data: bytes, *, signer: crypto.SigningK
         inputs["signer_seed"] = signer.seed.hex()
         intermediate["signer_public_key"] = b64encode(signer.public_key)
         intermediate["signer_key_id"] = signer.key_id
+    # Added for debugging (issue 7): key ids, the raw signature, each successor statement.
+    inputs["pinned_authority_key_ids"] = [k.key_id for k in pinned]
+    intermediate["signature_hex"] = _try(lambda: b64decode(outer["signature"]).hex())
+    intermediate["authority_chain"] = _chain_intermediates(protected)
     vector: dict[str, Any] = {"name": name, "kind": "directory", "description": description,
                               "inputs": inputs, "intermediate": intermediate,
-                              "expected": expected}
+                              "expected": expected,
+                              "spec": SPEC_STEPS.get(expected.get("error", "ok"), "§11.6")}
     if note:
         vector["note"] = note
     return vector
+
+
+#: The SPEC.md rule that decides a vector's expected result, by result or error code.
+SPEC_STEPS = {
+    "ok": "§11.6 (verify), §11.7 (trust store)", "bad_signature": "§11.6 step 6",
+    "untrusted_authority": "§11.6 step 5, §11.7 rule 1", "stale_directory": "§11.7 rule 2",
+    "directory_expired": "§11.7 rule 4", "bad_encoding": "§11.6 step 3",
+    "unsupported_version": "§11.6 steps 3-4, §11.6.1", "schema_invalid": "§11.6 step 7",
+}
+
+
+def _try(action: Any) -> Any:
+    try:
+        return action()
+    except Exception:
+        return None
+
+
+def _chain_intermediates(protected: bytes) -> list[dict[str, Any]]:
+    """Each successor statement of ``authority_chain``: its protected text, the signing
+    input ``AUTHORITY_SUCCESSOR_LABEL || protected`` and the signature, in hex."""
+    document = _try(lambda: json.loads(protected)) or {}
+    out = []
+    for statement in document.get("authority_chain", []) if isinstance(document, dict) else []:
+        raw = _try(lambda s=statement: b64decode(s["protected"])) or b""
+        out.append({"protected_text": raw.decode("utf-8", "replace"),
+                    "signing_input_hex": (crypto.AUTHORITY_SUCCESSOR_LABEL + raw).hex(),
+                    "signature_hex": _try(lambda s=statement: b64decode(s["signature"]).hex())})
+    return out
 
 
 def _ok(*, warning: bool = False) -> dict[str, Any]:
@@ -107,6 +141,22 @@ def generate() -> list[dict[str, Any]]:
     forged_sig = OTHER.sign(crypto.DIRECTORY_LABEL, forged_doc)  # ... signed by another key
 
     successor = sign_successor(AUTHORITY, OTHER.public_key, issued=ISSUED - 3600)
+
+    # Clarified rules (SPEC.md §11.4, §11.6 step 3, §11.6.1).
+    key_id_text = f'"authority":"{AUTHORITY.key_id}"'.encode()
+    assert protected.count(key_id_text) == 1
+    bad_authority = protected.replace(key_id_text, b'"authority":"' + b"A" * 21 + b'B"')
+    v2_statement_bytes = dump_json({"v": 2, "predecessor": AUTHORITY.key_id,
+                                    "successor": b64encode(OTHER.public_key),
+                                    "issued": ISSUED - 3600})
+    v2_statement = {"protected": b64encode(v2_statement_bytes),
+                    "signature": b64encode(AUTHORITY.sign(crypto.AUTHORITY_SUCCESSOR_LABEL,
+                                                          v2_statement_bytes))}
+    zone_text = b'"timezone":"Asia/Manila"'
+    assert protected.count(zone_text) == 1
+    lower_zone = protected.replace(zone_text, b'"timezone":"asia/manila"')
+    lower_zone_signed = _reencode(valid, protected=lower_zone,
+                                  signature=AUTHORITY.sign(crypto.DIRECTORY_LABEL, lower_zone))
     return [
         _vector("directory-valid", "directory signed by the pinned authority, first load",
                 valid, signer=AUTHORITY, expected=_ok()),
@@ -138,4 +188,15 @@ def generate() -> list[dict[str, Any]]:
                 _sign(OTHER, chain=[successor]), signer=OTHER, expected=_ok(),
                 note="authority_chain[0] is signed by the pinned key with the label "
                      "'caseway/v1 authority-successor\\x00'"),
+        _vector("directory-authority-not-key-id", "authority is 22 base64url characters but "
+                "not canonical (last character 'B' has non-zero unused bits): bad_encoding "
+                "before any key lookup", _reencode(valid, protected=bad_authority),
+                signer=None, expected={"error": "bad_encoding"}),
+        _vector("directory-successor-bad-version", "authority_chain[0] is a successor "
+                "statement with v 2", _sign(OTHER, chain=[v2_statement]), signer=OTHER,
+                expected={"error": "unsupported_version"}),
+        _vector("directory-timezone-case", "signed by the pinned authority, but one entry's "
+                "timezone is 'asia/manila': names match the tz database exactly, case "
+                "included", lower_zone_signed, signer=AUTHORITY,
+                expected={"error": "schema_invalid"}),
     ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import nacl.bindings as sodium
+
 from caseway.protocol import crypto
 from caseway.protocol.encoding import b64decode, b64encode, dump_json
 
@@ -77,9 +79,15 @@ def build(n: int, *, header: dict[str, Any] | None = None, inner: dict[str, Any]
     if tamper is not None:
         outer = tamper(outer)
     envelope = outer if isinstance(outer, bytes) else dump_json(outer)
+    if raw_ephemeral_public is None:
+        shared: str | None = crypto.x25519(eph_secret, recipient_public).hex()
+        box_key: str | None = sodium.crypto_box_beforenm(recipient_public, eph_secret).hex()
+    else:  # no ephemeral secret behind a hand-made "ephemeral key"
+        shared = box_key = None
     return {
         "inputs": {"message_id_hex": mid_hex, "ephemeral_secret_hex": eph_hex,
-                   "created": CREATED, "expires": EXPIRES, "message": message},
+                   "created": CREATED, "expires": EXPIRES, "message": message,
+                   "signer_seed_hex": signer.seed.hex()},
         "intermediate": {
             "plaintext": plaintext.decode("utf-8"),
             "ephemeral_public_key_hex": eph_public.hex(),
@@ -89,6 +97,19 @@ def build(n: int, *, header: dict[str, Any] | None = None, inner: dict[str, Any]
             "protected_b64": b64encode(protected),
             "signing_input_hex": signing_input.hex(),
             "signature_hex": signature.hex(),
+            # Added for debugging (issue 7); the fields above keep their meaning.
+            "message_id_b64": mid,
+            "plaintext_hex": plaintext.hex(),
+            "plaintext_length": len(plaintext),
+            "recipient_public_key_b64": b64encode(recipient_public),
+            "recipient_key_id": crypto.key_id(recipient_public),
+            "shared_secret_hex": shared,
+            "box_key_hex": box_key,
+            "mac_hex": ciphertext[32:48].hex(),
+            "ciphertext_length": len(ciphertext),
+            "signer_public_key": b64encode(signer.public_key),
+            "signer_key_id": signer.key_id,
+            "signature_b64": b64encode(signature),
         },
         "envelope": envelope.decode("utf-8"),
         "envelope_digest_hex": crypto.digest(envelope).hex(),
@@ -115,8 +136,65 @@ def vector(name: str, description: str, built: dict[str, Any], expected: dict[st
         "now": now,
     }
     inputs.update(built.pop("inputs"))
+    if "envelope" in built:
+        if "protected_b64" in built.get("intermediate", {}):
+            built["intermediate"].update(_as_received(built))
+        built.setdefault("intermediate", {})["envelope_length"] = len(built["envelope"]
+                                                                     .encode())
     return {"name": name, "kind": "envelope", "description": description, "inputs": inputs,
-            **built, "expected": expected}
+            **built, "expected": expected, "spec": SPEC_STEPS.get(name, "§5.5")}
+
+
+#: The SPEC.md step that decides each vector's expected result.
+SPEC_STEPS = {
+    "valid": "§5.4 (seal), §5.5 (open)", "valid-unicode-message": "§5.4 step 3, §5.5",
+    "valid-signed-before-revocation": "§3 (key validity), §5.5 step 5",
+    "bad-signature": "§5.5 step 6", "signature-by-another-key": "§5.5 step 6",
+    "tampered-ciphertext": "§5.5 step 6", "tampered-header-expires": "§5.5 step 6",
+    "ciphertext-broken-by-sender": "§5.5 step 10", "wrong-recipient-key": "§5.5 step 7",
+    "wrong-recipient-participant": "§5.5 step 7", "inner-sender-mismatch": "§5.5 step 11",
+    "inner-recipient-mismatch": "§5.5 step 11", "inner-id-mismatch": "§5.5 step 11",
+    "expired": "§5.5 step 8", "expired-at-boundary": "§5.5 step 8",
+    "not-yet-valid": "§2.5, §5.5 step 8", "clock-skew-allowed": "§2.5, §5.5 step 8",
+    "replayed": "§5.5 step 9", "unsupported-version": "§5.5 step 3",
+    "duplicate-key-outer": "§2.1 rule 3, §5.5 step 2",
+    "duplicate-key-header": "§2.1 rule 3, §5.5 step 3",
+    "padded-base64url": "§2.2, §5.5 step 2", "non-canonical-base64url": "§2.2, §5.5 step 2",
+    "standard-base64-alphabet": "§2.2, §5.5 step 2",
+    "float-in-header": "§2.1 rule 5, §5.5 step 3",
+    "integer-out-of-range": "§2.1 rule 6, §5.5 step 3",
+    "lone-surrogate": "§2.1 rule 7, §5.5 step 3", "header-missing-field": "§5.5 step 4a",
+    "header-extra-field": "§5.5 step 4a", "unknown-sender": "§3, §5.5 step 5",
+    "revoked-key": "§3, §5.5 step 5", "low-order-ephemeral-key": "§5.5 step 10",
+    "zero-ephemeral-key": "§5.5 step 10", "seal-to-low-order-key": "§5.3",
+    "oversize": "§2.5, §5.5 step 1",
+}
+
+
+def _as_received(built: dict[str, Any]) -> dict[str, Any]:
+    """What an opener sees when the envelope was changed after signing: the envelope's own
+    ``protected`` and ``signature`` values (the intermediate values above are those the
+    signer produced)."""
+    mine = {"protected": built["intermediate"]["protected_b64"],
+            "signature": b64encode(bytes.fromhex(built["intermediate"]["signature_hex"]))}
+    if built["envelope"].encode() == dump_json(mine):
+        return {"tampered_after_signing": False}
+    received: dict[str, Any] = {"protected_b64": None, "protected": None,
+                                "signing_input_hex": None, "signature": None}
+    try:
+        outer = json.loads(built["envelope"])
+    except ValueError:
+        return {"tampered_after_signing": True, "received": received}
+    if isinstance(outer, dict):
+        received["protected_b64"] = outer.get("protected")
+        received["signature"] = outer.get("signature")
+        try:
+            protected = b64decode(outer.get("protected"))
+            received["protected"] = protected.decode("utf-8", "surrogateescape")
+            received["signing_input_hex"] = (crypto.ENVELOPE_LABEL + protected).hex()
+        except Exception:  # not canonical base64url: the opener stops at step 2
+            pass
+    return {"tampered_after_signing": True, "received": received}
 
 
 def _edit_header(n: int, **changes: Any) -> dict[str, Any]:
@@ -249,7 +327,8 @@ def generate() -> list[dict[str, Any]]:
                {"inputs": {"message_id_hex": message_id(34),
                            "ephemeral_secret_hex": ephemeral_secret(34),
                            "created": CREATED, "expires": EXPIRES, "message": MESSAGE,
-                           "recipient_public_key_hex": order8.hex()}},
+                           "recipient_public_key_hex": order8.hex()},
+                "intermediate": _refused_seal(34, order8)},
                {"error": "weak_key"}, operation="seal"),
         _oversize(),
     ]
@@ -276,6 +355,17 @@ def _corrupt(built: dict[str, Any]) -> bytes:
 
 def _tampered_ciphertext(n: int) -> dict[str, Any]:
     return _edit_header(n, ciphertext=b64encode(_corrupt(build(n))))
+
+
+def _refused_seal(n: int, recipient_public: bytes) -> dict[str, Any]:
+    """What sealing computes before it refuses: X25519(esk, low-order point) is all zero."""
+    plaintext = dump_json({"v": 1, "id": b64encode(bytes.fromhex(message_id(n))),
+                           "sender": SENDER, "recipient": RECIPIENT, "message": MESSAGE})
+    eph_public = crypto.EncryptionKeyPair(bytes.fromhex(ephemeral_secret(n))).public_key
+    return {"plaintext": plaintext.decode("utf-8"), "plaintext_hex": plaintext.hex(),
+            "ephemeral_public_key_hex": eph_public.hex(),
+            "nonce_hex": crypto.seal_nonce(eph_public, recipient_public).hex(),
+            "shared_secret_hex": bytes(32).hex()}
 
 
 def _oversize() -> dict[str, Any]:

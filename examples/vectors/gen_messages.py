@@ -21,7 +21,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from caseway.protocol.crypto import EncryptionKeyPair, SigningKeyPair
+import nacl.bindings as sodium
+
+from caseway.protocol.crypto import (
+    ENVELOPE_LABEL,
+    EncryptionKeyPair,
+    SigningKeyPair,
+    seal_nonce,
+    x25519,
+)
 from caseway.protocol.encoding import b64decode, b64encode
 from caseway.protocol.envelope import EnvelopeLayerOnly, Sender, seal_envelope
 from caseway.protocol.errors import CasewayError
@@ -148,15 +156,50 @@ def build(n: int, name: str, description: str, msg: dict[str, Any], *,
         inputs["thread"] = {"prior": thread[0].to_json(), "role": thread[1].value}
     if expected is None:
         expected = _outcome(msg, inputs)
+    # Added for debugging (issue 7): public keys, and every step of seal and sign.
+    inputs.update({
+        "sender_signing_public_key": b64encode(signing.public_key),
+        "sender_signing_key_id": signing.key_id,
+        "recipient_encryption_public_key": b64encode(recipient_key.public_key),
+        "recipient_encryption_key_id": recipient_key.key_id,
+        "message_id_b64": sealed.header.message_id,
+        "policy": "referral",
+    })
+    ciphertext = sealed.header.ciphertext
+    esk = bytes.fromhex(fx.ephemeral_secret(n))
+    signature = b64decode(outer["signature"], field="signature")
     return {
         "name": name,
         "kind": "message",
         "description": description,
         "inputs": inputs,
-        "intermediate": {"plaintext": plaintext, "protected": protected.decode("utf-8")},
+        "intermediate": {
+            "plaintext": plaintext, "protected": protected.decode("utf-8"),
+            "plaintext_length": len(plaintext.encode("utf-8")),
+            "ephemeral_public_key_hex": ciphertext[:32].hex(),
+            "nonce_hex": seal_nonce(ciphertext[:32], recipient_key.public_key).hex(),
+            "shared_secret_hex": x25519(esk, recipient_key.public_key).hex(),
+            "box_key_hex": sodium.crypto_box_beforenm(recipient_key.public_key, esk).hex(),
+            "mac_hex": ciphertext[32:48].hex(),
+            "ciphertext_length": len(ciphertext),
+            "signing_input_hex": (ENVELOPE_LABEL + protected).hex(),
+            "signature_hex": signature.hex(),
+            "envelope_digest_hex": sealed.digest.hex(),
+        },
         "envelope": sealed.data.decode("utf-8"),
         "expected": expected,
+        "spec": SPEC_RULES.get(expected.get("error", "ok"), "§12"),
     }
+
+
+#: The SPEC.md rules that decide a vector's expected result, by result or error code.
+SPEC_RULES = {
+    "ok": "§12.2 (schema), §12.5 (consent), §12.8 (lifecycle)",
+    "schema_invalid": "§5.5 step 12, §12.2, §12.7", "consent_violation": "§12.5 (C4-C9, F1)",
+    "consent_expired": "§12.5 rule C3", "consent_withdrawn": "§12.5 rule C2, §12.10",
+    "firewall": "§12.6, §12.5 rule C1", "invalid_transition": "§12.8, §12.9",
+    "sequence_gap": "§12.8 (sequence numbers)",
+}
 
 
 def _plaintext(protected: bytes, key: EncryptionKeyPair) -> str:
@@ -220,6 +263,13 @@ INTENDED = {
     "update-duplicate-seq": "invalid_transition",
     "accept-after-respond-by": "invalid_transition",
     "cancel-by-receiver": "invalid_transition",
+    # Clarified rules (SPEC.md §12.5, §12.7, §12.8).
+    "onward-referral-other-consent-firewalled": "consent_violation",
+    "info-response-no-consent": "consent_violation",
+    "update-no-consent": "consent_violation",
+    "accept-other-thread-before-seq": "invalid_transition",
+    "accept-after-timer-expired": "ok",
+    "referral-consent-expires-before-given": "schema_invalid",
 }
 
 
@@ -357,4 +407,28 @@ def generate() -> list[dict[str, Any]]:
         now=late + 60, **back)
     add("cancel-by-receiver", "only the referrer cancels",
         message("cancel", 1, reason="other"), thread=(T_SENT, RCV), **back)
+
+    # --- clarified rules -----------------------------------------------------------------
+    other_consent = b64encode(bytes.fromhex("6d" * 16))
+    assert other_consent != cid
+    add("onward-referral-other-consent-firewalled", "onward referral under another consent "
+        "than the previous thread's, to a firewalled recipient: the consent in play is "
+        "determined before C1, so consent_violation (consent), not firewall",
+        with_consent(onward(seq=1), consent_id=other_consent), sender=SHELTER,
+        recipient=IMMIGRATION, threads=consent_threads)
+    add("info-response-no-consent", "info response in a thread with no recorded consent",
+        message("info_response", 2, sections={"health": {"medication": "None at present."}}))
+    add("update-no-consent", "feedback in a thread with no recorded consent",
+        message("update", 2, kind="note", note="Attended."), sender=SHELTER,
+        recipient=EMBASSY)
+    add("accept-other-thread-before-seq", "another thread id with a seq that would also be a "
+        "gap: the ids are checked first (invalid_transition, not sequence_gap)",
+        message("accept", 3, thread=ONWARD_THREAD), thread=(T_SENT, RCV), **back)
+    add("accept-after-timer-expired", "the receiver's timer expired the thread "
+        "(expired_from: sent), but the accept was sent before respond_by: it meets the "
+        "thread as sent; expired_from is reset to null",
+        message("accept", 1), thread=(T_SENT.expire(SAMPLE["respond_by"]), RCV), **back)
+    add("referral-consent-expires-before-given", "consent record whose expires_at equals "
+        "given_at: schema_invalid (section consent), before any consent rule",
+        with_consent(SAMPLE, expires_at=CONSENT["given_at"]))
     return v

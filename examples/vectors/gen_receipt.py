@@ -30,10 +30,40 @@ def _vector(name: str, description: str, fields: dict[str, Any], receipt: bytes,
                    "expected_recipient": expected_recipient,
                    "expected_envelope_digest_hex": expected_digest.hex()},
         "intermediate": {"protected": outer_protected.decode(),
-                         "signing_input_hex": (crypto.RECEIPT_LABEL + outer_protected).hex()},
+                         "signing_input_hex": (crypto.RECEIPT_LABEL + outer_protected).hex(),
+                         # Added for debugging (issue 7).
+                         **_more_intermediate(receipt, fields)},
         "receipt": receipt.decode(),
         "expected": expected,
-    }
+        "spec": SPEC_STEPS.get(name, "§6.4"),
+    } | _digest_sources(fields, expected_digest)
+
+
+#: The SPEC.md step that decides each vector's expected result.
+SPEC_STEPS = {
+    "accepted": "§6.1, §6.4", "rejected": "§6.1, §6.4", "rejected-unreadable": "§6.1, §6.4",
+    "tampered-outcome": "§6.4 step 4", "wrong-envelope-digest": "§6.4 step 2",
+    "wrong-signer": "§6.4 step 2", "envelope-label-signature": "§4 (labels), §6.4 step 4",
+}
+#: The envelope bytes behind the digests these vectors use (ASCII text, so text = bytes).
+DIGEST_SOURCES = {crypto.digest(text.encode()).hex(): text
+                  for text in ("example envelope bytes", "other bytes")}
+
+
+def _more_intermediate(receipt: bytes, fields: dict[str, Any]) -> dict[str, Any]:
+    outer = _outer(receipt)
+    signature = b64decode(outer["signature"])
+    return {"protected_b64": outer["protected"], "signature_b64": outer["signature"],
+            "signature_hex": signature.hex(),
+            "envelope_digest_b64": b64encode(bytes.fromhex(fields["envelope_digest_hex"])),
+            "receipt_length": len(receipt)}
+
+
+def _digest_sources(fields: dict[str, Any], expected_digest: bytes) -> dict[str, Any]:
+    """Where each digest comes from: ``envelope_digest = BLAKE2b-256(text as bytes)``."""
+    return {"digest_sources": {
+        "inputs.fields.envelope_digest_hex": DIGEST_SOURCES.get(fields["envelope_digest_hex"]),
+        "inputs.expected_envelope_digest_hex": DIGEST_SOURCES.get(expected_digest.hex())}}
 
 
 def _outer(receipt: bytes) -> dict[str, Any]:

@@ -13,7 +13,9 @@ const hhmm = (s) => (s === '24:00' ? 1440 : Number(s.slice(0, 2)) * 60 + Number(
 function timeZoneExists(z) {
   try {
     const resolved = new Intl.DateTimeFormat('en', { timeZone: z }).resolvedOptions().timeZone;
-    // Intl matches names case-insensitively; the tz database does not.
+    // §11.4: exact, case-sensitive IANA Zone/Link names. Intl matches names
+    // case-insensitively and knows ICU-only aliases (SystemV/…); the tz database does not.
+    if (z.startsWith('SystemV/')) return false;
     return !(resolved.toLowerCase() === z.toLowerCase() && resolved !== z);
   } catch {
     return false;
@@ -23,16 +25,18 @@ function timeZoneExists(z) {
 /** §11.6.1: follow successor statements on a copy of the pinned key set (Map keyId → pk). */
 function followChain(keys, chain) {
   for (const st of chain) {
+    // Form checks, in SPEC order (§11.6.1 steps 1–5), even for a statement that is skipped.
     if (!cw.isPlainObject(st) || !cw.keysExactly(st, ['protected', 'signature'])) fail('header_invalid', 'authority_chain statement');
     const pb = b64.decode(st.protected);
     const sig = b64.decode(st.signature, 64);
-    const s = parseStrict(pb, { maxDepth: 1 });
-    if (!cw.isPlainObject(s) || s.v !== 1) fail('unsupported_version', 'successor statement');
+    const s = parseStrict(pb, { maxBytes: 1024, maxDepth: 1 });
+    if (!cw.isPlainObject(s)) fail('header_invalid', 'successor statement not an object');
+    if (s.v !== 1) fail('unsupported_version', 'successor statement');
     if (!cw.keysExactly(s, ['v', 'predecessor', 'successor', 'issued']) || !cw.isTime(s.issued)) {
       fail('header_invalid', 'successor statement fields');
     }
-    const succ = b64.decode(s.successor, 32);
     b64.decode(s.predecessor, 16);
+    const succ = b64.decode(s.successor, 32);
     const succId = cw.keyId(succ);
     if (keys.has(succId) || !keys.has(s.predecessor)) continue;
     cw.verifySig(cw.LABELS.authoritySuccessor, pb, sig, keys.get(s.predecessor));
@@ -85,7 +89,9 @@ function loadDirectory(bytes, store) {
   const doc = parseStrict(protectedBytes, { maxDepth: 32 });
   if (!cw.isPlainObject(doc)) fail('header_invalid', 'directory document not an object');
   if (doc.v !== 1) fail('unsupported_version', 'directory v');
-  if (typeof doc.authority !== 'string' || !/^[A-Za-z0-9_-]{22}$/.test(doc.authority)) fail('header_invalid', 'authority');
+  // §11.6 step 3: absent → header_invalid; not a canonical 16-byte key id (a non-string too) → bad_encoding
+  if (!Object.prototype.hasOwnProperty.call(doc, 'authority')) fail('header_invalid', 'authority missing');
+  b64.decode(doc.authority, 16);
   // 4
   const keys = new Map(store.pinned.map((pk) => [cw.keyId(pk), pk]));
   if (doc.authority_chain !== undefined) {

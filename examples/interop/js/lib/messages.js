@@ -37,6 +37,10 @@ function checkSchema(message, schemaDir) {
       failS('schema_invalid', 'tombstone', 'tombstone ids differ from the message');
     }
   }
+  // §12.5 / §12.7 (1): a consent record expires after it was given.
+  if (message.consent !== undefined && !(message.consent.expires_at > message.consent.given_at)) {
+    failS('schema_invalid', 'consent', 'consent expires_at must be after given_at');
+  }
 }
 
 // ---------------------------------------------------------------- firewall (§12.6)
@@ -71,6 +75,9 @@ function checkPolicy(message, ctx) {
     } else {
       consent = message.consent;
       purposes = message.purposes;
+      // §12.5/§12.7: part of determining the consent in play, so before C1.
+      const prev = type === 'onward_referral' ? ctx.consentState.threads[message.previous_thread] : undefined;
+      if (prev && prev.consent_id !== consent.consent_id) failS('consent_violation', 'consent', 'onward referral under another consent');
     }
     const sectors = ctx.sectorsOf(ctx.recipient);
     checkFirewall(sectors, purposes); // C1
@@ -90,11 +97,7 @@ function checkPolicy(message, ctx) {
     if (needs && (needs.services_requested || []).some((s) => (consent.services_refused || []).includes(s))) {
       failS('consent_violation', 'needs');
     }
-    if (type === 'onward_referral') {
-      if (!consent.scope.onward_referral_allowed) failS('consent_violation', 'onward_referral'); // C9
-      const prev = ctx.consentState.threads[message.previous_thread];
-      if (prev && prev.consent_id !== consent.consent_id) failS('consent_violation', 'consent', 'onward referral under another consent');
-    }
+    if (type === 'onward_referral' && !consent.scope.onward_referral_allowed) failS('consent_violation', 'onward_referral'); // C9
   } else if (FEEDBACK_TYPES.has(type)) {
     const consent = ctx.consentState.threads[message.thread_id];
     if (!consent) failS('consent_violation', 'consent', 'no consent recorded for the thread');
