@@ -11,8 +11,11 @@ Rules of this module:
 3. Graceful shutdown: stop accepting, let in-flight requests finish (up to
    ``SHUTDOWN_TIMEOUT``), stop the outbox loops, then close the database. A delivery cut
    short is retried after restart (delivery.py rule 5).
-4. The local API here is a placeholder route table (``/healthz``, ``/metrics``); the local
-   API issue fills it in.
+4. By default a node enforces the real rules: :class:`ReferralPolicy` (consent and
+   firewall) over the node's persisted consent store and :class:`CaseLifecycle`.
+   ``EnvelopeLayerOnly``/``NoLifecycle`` are explicit options for envelope-layer tests.
+   :func:`serve_from_config` is the production entry point: keystore, trust store
+   (pinned authority keys and the signed directory file from the configuration), rules.
 """
 
 from __future__ import annotations
@@ -31,12 +34,17 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from caseway.keys.directory import Directory
 from caseway.keys.identity import Identity
-from caseway.protocol.envelope import MAX_ENVELOPE_BYTES, EnvelopeLayerOnly, MessagePolicy
+from caseway.keys.trust import TrustStore
+from caseway.protocol.envelope import MAX_ENVELOPE_BYTES, MessagePolicy
+from caseway.protocol.errors import CasewayError
+from caseway.protocol.policy import ReferralPolicy
 
-from . import federation
+from . import api, federation
+from .cases import Casework, DirectoryRefresh, DirectorySource
 from .clock import Clock, RandomSource, SystemClock, SystemRandom
-from .config import DeliverySettings, IngressSettings, Listen, NodeConfig
+from .config import ConfigError, DeliverySettings, IngressSettings, Listen, NodeConfig
 from .delivery import Backoff, Outbox
 from .logs import configure_logging, request_logging
 from .metrics import CONTENT_TYPE, NodeMetrics
@@ -44,7 +52,7 @@ from .ratelimit import RateLimiter
 from .service import NodeService, PeerDirectory
 from .storage import SqliteStorage
 from .storage_crypto import StorageCipher
-from .threads import NoLifecycle, ThreadRules
+from .threads import CaseLifecycle, NodeConsents, ThreadRules
 
 log = structlog.get_logger("caseway.node")
 
@@ -74,7 +82,23 @@ class Node:
     clock: Clock
     ingress: federation.Ingress
     session: aiohttp.ClientSession
+    casework: Casework | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cases(self) -> Casework:
+        assert self.casework is not None
+        return self.casework
+
+
+class _DirectorySectors:
+    """The policy's :class:`ParticipantSectors` over the node's peer directory."""
+
+    def __init__(self, peers: PeerDirectory) -> None:
+        self._peers = peers
+
+    def sectors(self, participant: str) -> frozenset[str]:
+        return frozenset(self._peers.sectors(participant))
 
 
 NODE = web.AppKey("node", Node)
@@ -92,11 +116,14 @@ async def open_node(
     random: RandomSource | None = None,
     delivery: DeliverySettings | None = None,
     ingress: IngressSettings | None = None,
+    directory: DirectorySource | None = None,
+    refresh_directory: DirectoryRefresh | None = None,
 ) -> AsyncIterator[Node]:
     """Open the database and build the node's objects; close them on exit.
 
-    ``policy`` defaults to the envelope layer only and ``threads`` to no lifecycle until
-    the message policy and lifecycle machine are plugged in.
+    ``policy`` defaults to :class:`ReferralPolicy` over ``peers`` and the node's consent
+    store, ``threads`` to :class:`CaseLifecycle` (rule 4). ``directory`` gives the
+    current signed directory for search; ``refresh_directory`` reloads it (admin API).
     """
     clock = clock or SystemClock()
     random = random or SystemRandom()
@@ -112,20 +139,29 @@ async def open_node(
                         backoff=Backoff(delivery.backoff_base, delivery.backoff_multiplier,
                                         delivery.backoff_cap),
                         request_timeout=delivery.request_timeout)
+        consents = NodeConsents()
         service = NodeService(
             identity=keys.identity, peers=peers, storage=storage,
-            cipher=StorageCipher(keys.storage_key), policy=policy or EnvelopeLayerOnly(),
-            threads=threads or NoLifecycle(), clock=clock, random=random, metrics=metrics,
+            cipher=StorageCipher(keys.storage_key),
+            policy=policy or ReferralPolicy(_DirectorySectors(peers), consents),
+            threads=threads or CaseLifecycle(), clock=clock, random=random, metrics=metrics,
             sender_limiter=RateLimiter(rate=ingress.sender_rate, burst=ingress.sender_burst,
                                        monotonic=clock.monotonic),
-            envelope_lifetime=delivery.envelope_lifetime, on_enqueued=outbox.wake)
+            envelope_lifetime=delivery.envelope_lifetime, on_enqueued=outbox.wake,
+            consents=consents)
+        await service.load_consents()
+        casework = Casework(service=service, storage=storage, clock=clock, random=random,
+                            directory=directory or _directory_of(peers),
+                            refresh=refresh_directory)
+        service.on_withdrawal = casework.withdrawal_received
+        await casework.resume_withdrawals(clock.now())
         limits = federation.Ingress(
             asyncio.Semaphore(ingress.max_concurrency),
             RateLimiter(rate=ingress.address_rate, burst=ingress.address_burst,
                         monotonic=clock.monotonic),
             ingress.body_timeout)
         yield Node(keys.identity, peers, storage, service, outbox, metrics, clock, limits,
-                   session)
+                   session, casework)
     finally:
         await session.close()
         await storage.close()
@@ -156,12 +192,18 @@ async def _outbox_loops(app: web.Application) -> AsyncIterator[None]:
     await outbox.stop()
 
 
+def _directory_of(peers: PeerDirectory) -> DirectorySource:
+    """Search reads the trust store's directory when the peers are a trust store."""
+    def current() -> Directory | None:
+        held = getattr(peers, "directory", None)
+        return held if isinstance(held, Directory) else None
+    return current
+
+
 def local_api_app(node: Node) -> web.Application:
-    """The local API listener (placeholder routes until the local API issue lands)."""
-    app = web.Application(middlewares=[request_logging("local_api", node.clock)])
+    """The local API listener (``caseway.node.api``)."""
+    app = api.build_local_api(node.cases, node.clock, metrics_handler)
     app[NODE] = node
-    app.router.add_get("/healthz", federation.healthz)
-    app.router.add_get("/metrics", metrics_handler)
     return app
 
 
@@ -231,7 +273,8 @@ async def run_node(config: NodeConfig, keys: NodeKeys, peers: PeerDirectory, *,
                    policy: MessagePolicy | None = None, threads: ThreadRules | None = None,
                    stop: asyncio.Event | None = None,
                    on_started: Callable[[NodeServer], None] | None = None,
-                   configure_logs: bool = True) -> None:
+                   configure_logs: bool = True,
+                   refresh_directory: DirectoryRefresh | None = None) -> None:
     """Run both listeners until SIGINT/SIGTERM (or ``stop`` is set), then shut down
     gracefully. The caller loads ``config`` (config.py), ``keys`` (the keystore) and
     ``peers`` (the trust directory). ``on_started`` receives the running server (its bound
@@ -243,7 +286,8 @@ async def run_node(config: NodeConfig, keys: NodeKeys, peers: PeerDirectory, *,
     context = tls_context(config)
     async with open_node(keys=keys, peers=peers, database=config.database, policy=policy,
                          threads=threads, delivery=config.delivery,
-                         ingress=config.ingress) as node:
+                         ingress=config.ingress,
+                         refresh_directory=refresh_directory) as node:
         server = NodeServer(node)
         await server.start(federation=config.federation, local_api=config.local_api,
                            ssl_context=context,
@@ -274,3 +318,46 @@ def load_keys(config: NodeConfig, passphrase: bytes) -> NodeKeys:
 
     contents: NodeKeys = open_keystore(config.keystore, passphrase)
     return contents
+
+
+def load_trust_store(config: NodeConfig, now: int) -> TrustStore:
+    """The pinned authority keys of the configuration and the signed directory file."""
+    from caseway.protocol import crypto
+    from caseway.protocol.encoding import b64decode
+
+    try:
+        pins = [b64decode(k, length=crypto.PUBLIC_KEY_BYTES, field="authority key")
+                for k in config.authority_keys]
+    except CasewayError:
+        raise ConfigError("a pinned authority key is not a base64url Ed25519 public key",
+                          key="directory.authority_keys") from None
+    trust = TrustStore(pins)
+    trust.load(_read_directory(config), now)
+    return trust
+
+
+def _read_directory(config: NodeConfig) -> bytes:
+    try:
+        return config.directory.read_bytes().rstrip(b"\n")
+    except FileNotFoundError:
+        raise ConfigError(f"no signed directory at {config.directory} (copy the one the "
+                          "authority published there)", key="directory.path") from None
+
+
+async def serve_from_config(config: NodeConfig, passphrase: bytes, *,
+                            on_started: Callable[[NodeServer], None] | None = None,
+                            stop: asyncio.Event | None = None,
+                            configure_logs: bool = True,
+                            clock: Clock | None = None) -> None:
+    """Run the node an operator configured: its keystore, its trust store (pinned keys and
+    directory file), the referral policy over its consent store, and the case lifecycle.
+    ``POST /api/v1/directory/refresh`` re-reads the directory file."""
+    clock = clock or SystemClock()
+    keys = load_keys(config, passphrase)
+    trust = load_trust_store(config, clock.now())
+
+    def refresh(now: int) -> Directory:
+        return trust.load(_read_directory(config), now)
+
+    await run_node(config, keys, trust, stop=stop, on_started=on_started,
+                   configure_logs=configure_logs, refresh_directory=refresh)

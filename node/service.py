@@ -15,18 +15,27 @@ Rules of this module:
    verified, in the documented open order.
 5. Time and randomness come from the injected :class:`~caseway.node.clock.Clock` and
    :class:`~caseway.node.clock.RandomSource`, never from the system directly.
+6. The consent store is written in the transaction of the message that changes it (a
+   referral records its thread's consent, a withdrawal the withdrawn id, an erasure
+   confirmation its tombstone), and the in-memory :class:`~caseway.node.threads.
+   NodeConsents` the policy reads is updated right after that transaction commits.
+7. An accepted ``consent_withdrawal`` hands over to ``on_withdrawal`` (the withdrawal
+   cascade of :mod:`caseway.node.cases`) after its receipt is durable; a failure there is
+   logged by type and resumed at the next start, and never changes the receipt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
 
 from caseway.keys.identity import Identity
 from caseway.protocol import crypto
+from caseway.protocol.consent import ConsentRecord
 from caseway.protocol.encoding import dump_json, parse_json
 from caseway.protocol.envelope import (
     MAX_ENVELOPE_BYTES,
@@ -47,9 +56,18 @@ from . import audit
 from .clock import Clock, RandomSource
 from .metrics import NodeMetrics
 from .ratelimit import RateLimiter
-from .storage import InboundWrite, OutboundWrite, Storage, Tombstone
+from .storage import (
+    ConsentEffects,
+    InboundWrite,
+    OutboundWrite,
+    Storage,
+    StoredContent,
+    Tombstone,
+)
 from .storage_crypto import NONCE_BYTES, StorageCipher, StorageCipherError, content_row_id
-from .threads import ThreadRules, ThreadState
+from .threads import NodeConsents, ThreadRules, ThreadState
+
+WithdrawalHook = Callable[[ThreadState, Mapping[str, Any], int], Awaitable[None]]
 
 log = structlog.get_logger("caseway.node")
 
@@ -103,6 +121,10 @@ class SentMessage:
     thread_id: str
     case_id: str
     expires: int
+    seq: int = 0
+    kind: str | None = None
+    destination: str = ""
+    consent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +165,7 @@ class NodeService:
         sender_limiter: RateLimiter | None = None,
         envelope_lifetime: int = 7 * 24 * 3600,
         on_enqueued: Callable[[str], None] | None = None,
+        consents: NodeConsents | None = None,
     ) -> None:
         self.identity = identity
         self.peers = peers
@@ -156,6 +179,8 @@ class NodeService:
         self._sender_limiter = sender_limiter
         self._lifetime = envelope_lifetime
         self.on_enqueued = on_enqueued
+        self.consents = consents or NodeConsents()
+        self.on_withdrawal: WithdrawalHook | None = None
 
     @property
     def participant(self) -> str:
@@ -214,18 +239,30 @@ class NodeService:
                                        recipient=self.participant, envelope_digest=digest,
                                        message_id=mid, sender=sender, received_at=now)
                 content = self._seal_content(message, "in", sender, mid, thread.case_id)
-                return InboundWrite(sender, mid, digest, data, now, receipt, thread, content)
+                built["thread"] = thread
+                return InboundWrite(sender, mid, digest, data, now, receipt, thread, content,
+                                    _kind(message), self._consent_effects(message, thread))
 
+            built: dict[str, ThreadState] = {}
             result = await self.storage.record_inbound(
                 sender=sender, message_id=mid, digest=digest, thread_id=ref.thread_id,
                 build=build)
-            return self._accepted(result.receipt, header, duplicate=result.duplicate)
+            if not result.duplicate:
+                self._note_consent(message, built["thread"], now)
         except CasewayError as exc:
             return self.reject(exc.code, data=data, now=now, header=header)
         except Exception as exc:
             # Rule 2. The exception text may quote data; log its type only.
             log.error("receive_failed", error_type=type(exc).__name__)
             return self.reject(ErrorCode.INTERNAL_ERROR, data=data, now=now, header=header)
+        if not result.duplicate and _kind(message) == "consent_withdrawal" \
+                and self.on_withdrawal is not None:
+            try:
+                await self.on_withdrawal(built["thread"], message, now)
+            except Exception as exc:  # rule 7: the receipt stands; resumed at next start
+                log.error("withdrawal_cascade_failed", error_type=type(exc).__name__,
+                          thread_id=built["thread"].thread_id)
+        return self._accepted(result.receipt, header, duplicate=result.duplicate)
 
     def _accepted(self, receipt: bytes, header: Header, *, duplicate: bool) -> ReceiveResult:
         outcome = DUPLICATE if duplicate else ACCEPTED
@@ -235,8 +272,13 @@ class NodeService:
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, message: Mapping[str, Any], recipient: str, now: int) -> SentMessage:
+    async def send(self, message: Mapping[str, Any], recipient: str, now: int, *,
+                   number: bool = False, actor: str | None = None) -> SentMessage:
         """Seal ``message`` for ``recipient`` and queue it durably; returns at once.
+
+        ``number=True``: the node assigns ``seq`` (our next number in the thread, read in
+        the storing transaction, so two concurrent sends cannot take the same number).
+        ``actor`` (a staff pseudonym) is recorded in the audit entry.
 
         Refuses (``CasewayError``) before anything is stored: unknown recipient, no
         endpoint, a policy violation at sealing, or a lifecycle refusal.
@@ -251,42 +293,99 @@ class NodeService:
         sent: dict[str, Any] = {}
 
         def build(current: ThreadState | None) -> OutboundWrite:
-            thread = self._threads.apply(current, message, ref=ref, direction="out",
+            final = message
+            if number:
+                final = {**message, "seq": 1 if current is None else current.next_seq_out}
+            thread = self._threads.apply(current, final, ref=ref, direction="out",
                                          peer=recipient, now=now)
-            sealed = seal_envelope(message, sender=self.identity.sender, recipient=recipient,
+            sealed = seal_envelope(final, sender=self.identity.sender, recipient=recipient,
                                    recipient_public_key=public_key, message_id=raw_id,
                                    created=now, expires=expires,
                                    ephemeral_secret=self._random.bytes(32),
                                    policy=self._policy)
-            content = self._seal_content(message, "out", recipient, mid, thread.case_id)
-            sent.update(digest=sealed.digest, thread=thread)
+            content = self._seal_content(final, "out", recipient, mid, thread.case_id)
+            disclosure = self._threads.disclosure(final)
+            if disclosure is not None and disclosure.consent_id is None:
+                # An info_response discloses under the thread's consent.
+                disclosure = replace(disclosure, consent_id=thread.consent_id)
+            sent.update(digest=sealed.digest, thread=thread, message=final)
             return OutboundWrite(recipient, mid, sealed.digest, sealed.data, now, expires,
-                                 thread, content, self._threads.disclosure(message))
+                                 thread, content, disclosure, _kind(final),
+                                 self._consent_effects(final, thread), actor)
 
         outbox_id = await self.storage.enqueue(thread_id=ref.thread_id, build=build)
+        thread: ThreadState = sent["thread"]
+        final: Mapping[str, Any] = sent["message"]
+        self._note_consent(final, thread, now)
         log.info("message_queued", message_id=mid, recipient=recipient, outbox_id=outbox_id)
         if self.on_enqueued is not None:
             self.on_enqueued(recipient)
-        thread: ThreadState = sent["thread"]
+        seq = final.get("seq")
         return SentMessage(outbox_id, mid, sent["digest"], thread.thread_id, thread.case_id,
-                           expires)
+                           expires, seq if type(seq) is int else 0, _kind(final), recipient,
+                           thread.consent_id)
+
+    # ------------------------------------------------------------------ consent store
+
+    async def load_consents(self) -> None:
+        """Fill :attr:`consents` from storage (at start; rule 6)."""
+        for consent_id, withdrawn_at in (await self.storage.withdrawn_consents()).items():
+            self.consents.withdraw(consent_id, withdrawn_at)
+        for row in await self.storage.consents():
+            if row.opening is None:  # erased with the case
+                self.consents.record_erased(row.thread_id, row.consent_id)
+                continue
+            message = self._open_content(row.opening)
+            record = ConsentRecord.from_json(message["consent"])
+            self.consents.record_thread(row.thread_id, record)
+
+    def _consent_effects(self, message: Mapping[str, Any],
+                         thread: ThreadState) -> ConsentEffects | None:
+        kind = _kind(message)
+        consent = message.get("consent")
+        if kind in ("referral", "onward_referral") and isinstance(consent, Mapping) \
+                and isinstance(consent.get("consent_id"), str):
+            return ConsentEffects(opening=True, consent_id=consent["consent_id"])
+        consent_id = message.get("consent_id")
+        if kind == "consent_withdrawal" and isinstance(consent_id, str) \
+                and type(message.get("withdrawn_at")) is int:
+            return ConsentEffects(withdrawn=(consent_id, message["withdrawn_at"]))
+        tombstone = message.get("tombstone")
+        if kind == "erasure_confirmation" and isinstance(tombstone, Mapping):
+            return ConsentEffects(tombstone=dict(tombstone))
+        return None
+
+    def _note_consent(self, message: Mapping[str, Any], thread: ThreadState, now: int) -> None:
+        """Rule 6: the in-memory view follows the committed write."""
+        effects = self._consent_effects_view(message)
+        if effects is None:
+            return
+        kind, value = effects
+        if kind == "record":
+            # Not a schema-valid consent (envelope-layer tests): nothing to enforce.
+            with contextlib.suppress(KeyError, TypeError, CasewayError):
+                self.consents.record_thread(thread.thread_id, ConsentRecord.from_json(value))
+        elif kind == "withdrawn":
+            self.consents.withdraw(value["consent_id"], value["withdrawn_at"])
+
+    @staticmethod
+    def _consent_effects_view(message: Mapping[str, Any]) -> tuple[str, Any] | None:
+        kind = _kind(message)
+        consent = message.get("consent")
+        if kind in ("referral", "onward_referral") and isinstance(consent, Mapping):
+            return "record", consent
+        if kind == "consent_withdrawal" and isinstance(message.get("consent_id"), str) \
+                and type(message.get("withdrawn_at")) is int:
+            return "withdrawn", message
+        return None
 
     # ------------------------------------------------------------------ cases
 
     async def read_case(self, case_id: str, *, actor: str, now: int) -> list[CaseMessage]:
         """Decrypt a case's messages for ``actor``; the read is audited (BRIEF §6)."""
         stored = await self.storage.case_contents(case_id)
-        messages = []
-        for row in stored:
-            try:
-                plain = self._cipher.open(row.blob, row_id=content_row_id(
-                    row.direction, row.peer, row.message_id, row.case_id))
-            except StorageCipherError:
-                raise CasewayError(ErrorCode.INTERNAL_ERROR,
-                                   "stored case content does not open") from None
-            value = parse_json(plain, max_bytes=MAX_PLAINTEXT_BYTES)
-            messages.append(CaseMessage(row.direction, row.peer, row.message_id,
-                                        row.thread_id, row.at, value))
+        messages = [CaseMessage(row.direction, row.peer, row.message_id, row.thread_id,
+                                row.at, self._open_content(row)) for row in stored]
         await self.storage.append_audit(at=now, event=audit.VIEW, actor=actor,
                                         subject=case_id, detail={"messages": len(messages)})
         return messages
@@ -298,8 +397,29 @@ class NodeService:
         log.info("case_erased", case_id=case_id, contents=tombstone.contents_erased)
         return tombstone
 
+    def _open_content(self, row: StoredContent) -> dict[str, Any]:
+        try:
+            plain = self._cipher.open(row.blob, row_id=content_row_id(
+                row.direction, row.peer, row.message_id, row.case_id))
+        except StorageCipherError:
+            raise CasewayError(ErrorCode.INTERNAL_ERROR,
+                               "stored case content does not open") from None
+        value = parse_json(plain, max_bytes=MAX_PLAINTEXT_BYTES)
+        if not isinstance(value, dict):
+            raise CasewayError(ErrorCode.INTERNAL_ERROR, "stored case content is not a message")
+        return value
+
+    def forget_consent(self, thread_id: str, consent_id: str) -> None:
+        """After erasure only the consent's ids remain (the record was erased with it)."""
+        self.consents.record_erased(thread_id, consent_id)
+
     def _seal_content(self, message: Mapping[str, Any], direction: str, peer: str,
                       message_id: str, case_id: str) -> bytes:
         return self._cipher.seal(dump_json(dict(message)),
                                  row_id=content_row_id(direction, peer, message_id, case_id),
                                  nonce=self._random.bytes(NONCE_BYTES))
+
+
+def _kind(message: Mapping[str, Any]) -> str | None:
+    kind = message.get("type")
+    return kind if isinstance(kind, str) and len(kind) <= 64 else None

@@ -45,6 +45,9 @@ from . import audit
 from .threads import Disclosure, ThreadState
 
 QUEUED, DELIVERED, DEAD = "queued", "delivered", "dead"
+#: Audit events added with the local API (audit.py keeps the original six).
+AUDIT_WITHDRAW = "withdraw"  # a consent was recorded as withdrawn (by staff or a peer)
+AUDIT_TOKEN = "token"  # an API token was created or revoked
 
 
 class StorageError(Exception):
@@ -67,6 +70,24 @@ class StoredInbound:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsentEffects:
+    """Consent-store rows written with a message, in the message's own transaction.
+
+    ``consent_id`` with ``opening``: the message opens the thread (a referral or an onward
+    referral) and carries its consent record; the record itself is read back from the
+    message's sealed contents, so it is stored once, encrypted, and erased with them.
+    ``withdrawn``: (consent id, when she withdrew), for a
+    ``consent_withdrawal``. ``tombstone``: the tombstone a peer's ``erasure_confirmation``
+    carries (ids and times only).
+    """
+
+    opening: bool = False
+    consent_id: str | None = None
+    withdrawn: tuple[str, int] | None = None
+    tombstone: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InboundWrite:
     """Everything stored when an envelope is accepted (one transaction)."""
 
@@ -78,6 +99,8 @@ class InboundWrite:
     receipt: bytes
     thread: ThreadState
     content: bytes  # the message, sealed with the storage key
+    kind: str | None = None  # the message type (local metadata; never in a cleartext header)
+    consent: ConsentEffects | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +122,9 @@ class OutboundWrite:
     thread: ThreadState
     content: bytes  # the message, sealed with the storage key
     disclosure: Disclosure | None
+    kind: str | None = None
+    consent: ConsentEffects | None = None
+    actor: str | None = None  # the staff member who sent it (audit detail ``by``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +144,56 @@ class OutboxItem:
     last_error: str | None
     receipt: bytes | None
     finished_at: int | None
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundItem:
+    """Metadata of one accepted envelope (no contents)."""
+
+    sender: str
+    message_id: str
+    received_at: int
+    case_id: str
+    thread_id: str
+    kind: str | None
+    receipt: bytes
+    erased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConsent:
+    thread_id: str
+    case_id: str
+    consent_id: str
+    opening: StoredContent | None  # the message carrying the record; None once erased
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureConfirmation:
+    thread_id: str
+    consent_id: str
+    participant: str
+    message_id: str
+    confirmed_at: int
+    tombstone: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledItem:
+    id: int
+    destination: str
+    message_id: str
+    thread_id: str
+    kind: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    name: str
+    role: str
+    created_at: int
+    revoked_at: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +286,47 @@ class Storage(Protocol):
 
     def audit_entries(self, *, batch: int = 1000) -> AsyncIterator[audit.AuditEntry]: ...
 
+    # consent store (the node's ConsentState is loaded from these at start)
+    async def record_withdrawal(self, consent_id: str, *, withdrawn_at: int, at: int,
+                                actor: str) -> bool: ...
+
+    async def consents(self) -> list[StoredConsent]: ...
+
+    async def withdrawn_consents(self) -> dict[str, int]: ...
+
+    async def erasure_confirmations(self, consent_id: str) -> list[ErasureConfirmation]: ...
+
+    async def cancel_queued(self, case_id: str, *, keep_kinds: Sequence[str], at: int,
+                            reason: str) -> list[CancelledItem]: ...
+
+    # listings for the local API (metadata only)
+    async def threads(self, *, case_id: str | None = None, consent_id: str | None = None,
+                      role: str | None = None, state: str | None = None,
+                      limit: int = 1000) -> list[ThreadState]: ...
+
+    async def case_ids(self, *, limit: int = 1000) -> list[str]: ...
+
+    async def inbound_items(self, *, case_id: str | None = None,
+                            thread_id: str | None = None) -> list[InboundItem]: ...
+
+    async def case_outbox(self, case_id: str) -> list[OutboxItem]: ...
+
+    async def audit_page(self, *, after: int, limit: int) -> list[audit.AuditEntry]: ...
+
+    # API tokens (hashes only)
+    async def add_token(self, *, name: str, role: str, token_hash: bytes, at: int,
+                        actor: str) -> None: ...
+
+    async def token_by_hash(self, token_hash: bytes) -> tuple[ApiToken, bytes] | None: ...
+
+    async def tokens(self) -> list[ApiToken]: ...
+
+    async def revoke_token(self, name: str, *, at: int, actor: str) -> ApiToken | None: ...
+
     # operations
     async def row_counts(self) -> dict[str, int]: ...
+
+    async def checkpoint(self) -> None: ...
 
 
 # ----------------------------------------------------------------------------- migrations
@@ -303,26 +418,74 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
            BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
     )),
+    (2, "consent store, message kinds, erasure confirmations, API tokens", (
+        # The message type of each row: local metadata for timelines, erasure tracking and
+        # cancelling data-carrying rows after a withdrawal (NULL for rows written by v1).
+        "ALTER TABLE outbox ADD COLUMN kind TEXT",
+        "ALTER TABLE envelopes_in ADD COLUMN kind TEXT",
+        "ALTER TABLE threads ADD COLUMN previous_thread TEXT",
+        "CREATE INDEX outbox_case ON outbox (case_id)",
+        "CREATE INDEX threads_consent ON threads (consent_id)",
+        # The consent behind each thread: its ids and the message that carried the record.
+        # The record itself stays inside that message's sealed contents (it names the
+        # consent's language, staff and restrictions) and is erased with them; the ids stay
+        # so that the withdrawal keeps applying.
+        """CREATE TABLE consents (
+            thread_id TEXT PRIMARY KEY,
+            case_id TEXT NOT NULL,
+            consent_id TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            recorded_at INTEGER NOT NULL)""",
+        "CREATE INDEX consents_consent ON consents (consent_id)",
+        """CREATE TABLE withdrawn_consents (
+            consent_id TEXT PRIMARY KEY,
+            withdrawn_at INTEGER NOT NULL,  -- when she withdrew
+            recorded_at INTEGER NOT NULL,   -- when this node learnt it
+            source TEXT NOT NULL)           -- 'local' or the participant that told us""",
+        """CREATE TABLE erasure_confirmations (
+            thread_id TEXT PRIMARY KEY,
+            consent_id TEXT NOT NULL,
+            participant TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            confirmed_at INTEGER NOT NULL,
+            tombstone TEXT NOT NULL)        -- ids and times only (SPEC.md §12.10)""",
+        """CREATE TABLE api_tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            token_hash BLOB NOT NULL UNIQUE, -- BLAKE2b-256 of the secret; never the secret
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER)""",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 TABLES = ("envelopes_in", "outbox", "threads", "case_contents", "disclosures", "tombstones",
-          "audit")
+          "audit", "consents", "withdrawn_consents", "erasure_confirmations", "api_tokens")
 
 _OUTBOX_COLUMNS = ("id, destination, message_id, digest, envelope, case_id, thread_id, created, "
-                   "expires, state, attempts, next_attempt_at, last_error, receipt, finished_at")
+                   "expires, state, attempts, next_attempt_at, last_error, receipt, finished_at, "
+                   "kind")
 _THREAD_COLUMNS = ("thread_id, case_id, role, peer, state, next_seq_out, next_seq_in, "
-                   "consent_id, updated, machine")
+                   "consent_id, updated, machine, previous_thread")
+_INBOUND_COLUMNS = ("sender, message_id, received_at, case_id, thread_id, kind, receipt, "
+                    "erased_at")
 
 
 def _outbox_item(row: Sequence[Any]) -> OutboxItem:
     return OutboxItem(row[0], row[1], row[2], bytes(row[3]), bytes(row[4]), row[5], row[6],
                       row[7], row[8], row[9], row[10], row[11], row[12],
-                      None if row[13] is None else bytes(row[13]), row[14])
+                      None if row[13] is None else bytes(row[13]), row[14], row[15])
 
 
 def _thread(row: Sequence[Any]) -> ThreadState:
     return ThreadState(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
-                       None if row[9] is None else json.loads(row[9]))
+                       None if row[9] is None else json.loads(row[9]), row[10])
+
+
+def _inbound_item(row: Sequence[Any]) -> InboundItem:
+    return InboundItem(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]),
+                       row[7] is not None)
 
 
 class SqliteStorage:
@@ -452,14 +615,15 @@ class SqliteStorage:
 
     async def _save_thread(self, db: aiosqlite.Connection, t: ThreadState) -> None:
         await db.execute(
-            f"INSERT INTO threads ({_THREAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO threads ({_THREAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (thread_id) DO UPDATE SET state = excluded.state, "
             "next_seq_out = excluded.next_seq_out, next_seq_in = excluded.next_seq_in, "
             "consent_id = excluded.consent_id, updated = excluded.updated, "
             "machine = excluded.machine",
             (t.thread_id, t.case_id, t.role, t.peer, t.state, t.next_seq_out, t.next_seq_in,
              t.consent_id, t.updated,
-             None if t.machine is None else dump_json(dict(t.machine)).decode("utf-8")))
+             None if t.machine is None else dump_json(dict(t.machine)).decode("utf-8"),
+             t.previous_thread))
 
     async def thread(self, thread_id: str) -> ThreadState | None:
         async with self._reading() as db:
@@ -504,9 +668,9 @@ class SqliteStorage:
             t = write.thread
             await db.execute(
                 "INSERT INTO envelopes_in (sender, message_id, digest, envelope, received_at, "
-                "receipt, case_id, thread_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "receipt, case_id, thread_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (write.sender, write.message_id, write.digest, write.envelope,
-                 write.received_at, write.receipt, t.case_id, t.thread_id))
+                 write.received_at, write.receipt, t.case_id, t.thread_id, write.kind))
             await self._save_thread(db, t)
             await db.execute(
                 "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
@@ -516,6 +680,10 @@ class SqliteStorage:
             await self._append_audit(db, at=write.received_at, event=audit.RECEIVE,
                                      actor=write.sender, subject=write.message_id,
                                      detail={"case_id": t.case_id, "thread_id": t.thread_id})
+            if write.consent is not None:
+                await self._consent_effects(db, write.consent, t, peer=write.sender,
+                                            message_id=write.message_id, at=write.received_at,
+                                            source=write.sender)
             return InboundResult(write.receipt, duplicate=False)
 
     # ------------------------------------------------------------------ outbound
@@ -530,10 +698,10 @@ class SqliteStorage:
             t = write.thread
             cursor = await db.execute(
                 "INSERT INTO outbox (destination, message_id, digest, envelope, case_id, "
-                "thread_id, created, expires, state, attempts, next_attempt_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
+                "thread_id, created, expires, state, attempts, next_attempt_at, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)",
                 (write.destination, write.message_id, write.digest, write.envelope, t.case_id,
-                 t.thread_id, write.created, write.expires, write.created))
+                 t.thread_id, write.created, write.expires, write.created, write.kind))
             item_id = cursor.lastrowid
             if item_id is None:  # pragma: no cover - SQLite always sets it after an INSERT
                 raise StorageError("outbox insert returned no id")
@@ -550,10 +718,17 @@ class SqliteStorage:
                     (write.destination, t.case_id, write.disclosure.consent_id,
                      dump_json(list(write.disclosure.categories)).decode("utf-8"),
                      write.message_id, write.created))
+            detail: dict[str, Any] = {"case_id": t.case_id, "thread_id": t.thread_id,
+                                      "outbox_id": item_id}
+            if write.actor is not None:
+                detail["by"] = write.actor
             await self._append_audit(db, at=write.created, event=audit.SEND,
                                      actor=write.destination, subject=write.message_id,
-                                     detail={"case_id": t.case_id, "thread_id": t.thread_id,
-                                             "outbox_id": item_id})
+                                     detail=detail)
+            if write.consent is not None:
+                await self._consent_effects(db, write.consent, t, peer=write.destination,
+                                            message_id=write.message_id, at=write.created,
+                                            source="local")
             return item_id
 
     async def outbox_head(self, destination: str) -> OutboxItem | None:
@@ -695,6 +870,189 @@ class SqliteStorage:
             row = await (await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")).fetchone()
         if row is not None and row[0] != 0:
             raise StorageError("WAL checkpoint could not complete (database busy)")
+
+    # ------------------------------------------------------------------ consent store
+
+    async def _consent_effects(self, db: aiosqlite.Connection, effects: ConsentEffects,
+                               t: ThreadState, *, peer: str, message_id: str, at: int,
+                               source: str) -> None:
+        if effects.opening and effects.consent_id is not None:
+            await db.execute(
+                "INSERT INTO consents (thread_id, case_id, consent_id, direction, peer, "
+                "message_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (thread_id) DO NOTHING",
+                (t.thread_id, t.case_id, effects.consent_id,
+                 "in" if source != "local" else "out", peer, message_id, at))
+        if effects.withdrawn is not None:
+            await self._withdraw(db, effects.withdrawn[0], withdrawn_at=effects.withdrawn[1],
+                                 at=at, source=source)
+        if effects.tombstone is not None and t.consent_id is not None:
+            await db.execute(
+                "INSERT INTO erasure_confirmations (thread_id, consent_id, participant, "
+                "message_id, confirmed_at, tombstone) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (thread_id) DO NOTHING",
+                (t.thread_id, t.consent_id, peer, message_id, at,
+                 dump_json(effects.tombstone).decode("utf-8")))
+
+    async def _withdraw(self, db: aiosqlite.Connection, consent_id: str, *, withdrawn_at: int,
+                        at: int, source: str, actor: str | None = None) -> bool:
+        cursor = await db.execute(
+            "INSERT INTO withdrawn_consents (consent_id, withdrawn_at, recorded_at, source) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (consent_id) DO NOTHING",
+            (consent_id, withdrawn_at, at, source))
+        if cursor.rowcount:
+            await self._append_audit(db, at=at, event=AUDIT_WITHDRAW, actor=actor or source,
+                                     subject=consent_id, detail={"source": source})
+        return bool(cursor.rowcount)
+
+    async def record_withdrawal(self, consent_id: str, *, withdrawn_at: int, at: int,
+                                actor: str) -> bool:
+        """Staff recorded her withdrawal here; ``False`` if it was already recorded."""
+        async with self._transaction() as db:
+            return await self._withdraw(db, consent_id, withdrawn_at=withdrawn_at, at=at,
+                                        source="local", actor=actor)
+
+    async def consents(self) -> list[StoredConsent]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT c.thread_id, c.case_id, c.consent_id, c.direction, c.peer, "
+                "c.message_id, k.at, k.content FROM consents c LEFT JOIN case_contents k "
+                "ON k.direction = c.direction AND k.peer = c.peer "
+                "AND k.message_id = c.message_id ORDER BY c.thread_id")).fetchall()
+        return [StoredConsent(r[0], r[1], r[2], None if r[7] is None else StoredContent(
+            r[3], r[4], r[5], r[1], r[0], r[6], bytes(r[7]))) for r in rows]
+
+    async def withdrawn_consents(self) -> dict[str, int]:
+        """Withdrawn consent ids and when she withdrew."""
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT consent_id, withdrawn_at FROM withdrawn_consents")).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    async def erasure_confirmations(self, consent_id: str) -> list[ErasureConfirmation]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT thread_id, consent_id, participant, message_id, confirmed_at, tombstone "
+                "FROM erasure_confirmations WHERE consent_id = ? ORDER BY thread_id",
+                (consent_id,))).fetchall()
+        return [ErasureConfirmation(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+                for r in rows]
+
+    async def cancel_queued(self, case_id: str, *, keep_kinds: Sequence[str], at: int,
+                            reason: str) -> list[CancelledItem]:
+        """Dead-letter every queued row of a case except those of ``keep_kinds`` and drop
+        their envelope bytes: after a withdrawal no queued data may leave the node."""
+        marks = ", ".join("?" for _ in keep_kinds) or "NULL"
+        async with self._transaction() as db:
+            rows = await (await db.execute(
+                "UPDATE outbox SET state = 'dead', envelope = x'', finished_at = ?, "
+                f"last_error = ? WHERE case_id = ? AND state = 'queued' AND "
+                f"(kind IS NULL OR kind NOT IN ({marks})) "
+                "RETURNING id, destination, message_id, thread_id, kind",
+                (at, reason, case_id, *keep_kinds))).fetchall()
+            items = [CancelledItem(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+            for item in sorted(items, key=lambda i: i.id):
+                await self._append_audit(db, at=at, event=audit.DEAD_LETTER,
+                                         actor=item.destination, subject=item.message_id,
+                                         detail={"reason": reason})
+        return items
+
+    # ------------------------------------------------------------------ listings
+
+    async def threads(self, *, case_id: str | None = None, consent_id: str | None = None,
+                      role: str | None = None, state: str | None = None,
+                      limit: int = 1000) -> list[ThreadState]:
+        clauses, params = [], []
+        for column, value in (("case_id", case_id), ("consent_id", consent_id),
+                              ("role", role), ("state", state)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                f"SELECT {_THREAD_COLUMNS} FROM threads {where} "
+                "ORDER BY updated DESC, thread_id LIMIT ?", (*params, limit))).fetchall()
+        return [_thread(row) for row in rows]
+
+    async def case_ids(self, *, limit: int = 1000) -> list[str]:
+        """Cases, most recently active first."""
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT case_id FROM threads GROUP BY case_id ORDER BY MAX(updated) DESC, "
+                "case_id LIMIT ?", (limit,))).fetchall()
+        return [row[0] for row in rows]
+
+    async def inbound_items(self, *, case_id: str | None = None,
+                            thread_id: str | None = None) -> list[InboundItem]:
+        clauses, params = [], []
+        for column, value in (("case_id", case_id), ("thread_id", thread_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                f"SELECT {_INBOUND_COLUMNS} FROM envelopes_in {where} "
+                "ORDER BY received_at, rowid", tuple(params))).fetchall()
+        return [_inbound_item(row) for row in rows]
+
+    async def case_outbox(self, case_id: str) -> list[OutboxItem]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE case_id = ? ORDER BY id",
+                (case_id,))).fetchall()
+        return [_outbox_item(row) for row in rows]
+
+    async def audit_page(self, *, after: int, limit: int) -> list[audit.AuditEntry]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT seq, at, event, actor, subject, detail, prev_hash, hash FROM audit "
+                "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))).fetchall()
+        return [audit.AuditEntry(r[0], r[1], r[2], r[3], r[4], _detail(r[5]), bytes(r[6]),
+                                 bytes(r[7])) for r in rows]
+
+    # ------------------------------------------------------------------ API tokens
+
+    async def add_token(self, *, name: str, role: str, token_hash: bytes, at: int,
+                        actor: str) -> None:
+        """Store a token's hash; ``conflict`` if the name is taken."""
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO api_tokens (name, role, token_hash, created_at) "
+                    "VALUES (?, ?, ?, ?)", (name, role, token_hash, at))
+            except sqlite3.IntegrityError:
+                raise CasewayError(ErrorCode.CONFLICT, "a token with that name exists",
+                                   section="name") from None
+            await self._append_audit(db, at=at, event=AUDIT_TOKEN, actor=actor, subject=name,
+                                     detail={"action": "create", "role": role})
+
+    async def token_by_hash(self, token_hash: bytes) -> tuple[ApiToken, bytes] | None:
+        async with self._reading() as db:
+            row = await (await db.execute(
+                "SELECT name, role, created_at, revoked_at, token_hash FROM api_tokens "
+                "WHERE token_hash = ?", (token_hash,))).fetchone()
+        return None if row is None else (ApiToken(row[0], row[1], row[2], row[3]),
+                                         bytes(row[4]))
+
+    async def tokens(self) -> list[ApiToken]:
+        async with self._reading() as db:
+            rows = await (await db.execute(
+                "SELECT name, role, created_at, revoked_at FROM api_tokens "
+                "ORDER BY name")).fetchall()
+        return [ApiToken(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def revoke_token(self, name: str, *, at: int, actor: str) -> ApiToken | None:
+        async with self._transaction() as db:
+            row = await (await db.execute(
+                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ? "
+                "RETURNING name, role, created_at, revoked_at", (at, name))).fetchone()
+            if row is None:
+                return None
+            await self._append_audit(db, at=at, event=AUDIT_TOKEN, actor=actor, subject=name,
+                                     detail={"action": "revoke", "role": row[1]})
+        return ApiToken(row[0], row[1], row[2], row[3])
 
     async def row_counts(self) -> dict[str, int]:
         async with self._reading() as db:

@@ -17,6 +17,15 @@ Rules of this module:
 4. Roles: ``ThreadState.role`` is *our* role (``initiator`` if we sent the thread's first
    message). The lifecycle wants the role of the message's *sender*: the referrer is the
    initiator, so the sender is the referrer exactly when (we sent it) == (we initiated).
+5. A withdrawal cancels the queued messages of its case on the node that learns of it
+   (SPEC.md "Withdrawal cascade"), so a ``consent_withdrawal`` or an
+   ``erasure_confirmation`` may skip sequence numbers that were used by cancelled
+   messages. :class:`CaseLifecycle` accepts such a skip for these two types only; every
+   other message still gets ``sequence_gap``. Without it a message that crossed the
+   withdrawal would leave the confirmation waiting forever.
+6. :class:`NodeConsents` is the node's :class:`~caseway.protocol.policy.ConsentState`: a
+   synchronous in-memory view of the persisted consent store, loaded at start and updated
+   by the service right after each transaction that writes it.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from caseway.protocol import lifecycle
+from caseway.protocol.consent import ConsentRecord, ConsentScope
 
 Direction = Literal["in", "out"]
 MAX_ID_CHARS = 128
@@ -54,6 +64,8 @@ class ThreadState:
     updated: int
     #: The lifecycle machine's own serialised state (opaque to storage; stored as JSON).
     machine: Mapping[str, Any] | None = None
+    #: For an onward referral: the thread it continues.
+    previous_thread: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +124,12 @@ class NoLifecycle:
         return _identifier(message.get("consent_id"))
 
 
+#: Types that may skip sequence numbers used by messages a withdrawal cancelled (rule 5).
+SEQ_SKIP_ALLOWED = frozenset({"consent_withdrawal", "erasure_confirmation"})
+
+
 class CaseLifecycle:
-    """:class:`ThreadRules` over the case lifecycle machine (rules 1, 2 and 4)."""
+    """:class:`ThreadRules` over the case lifecycle machine (rules 1, 2, 4 and 5)."""
 
     def __init__(self) -> None:
         self._fallback = NoLifecycle()
@@ -129,13 +145,63 @@ class CaseLifecycle:
                    else lifecycle.ThreadState.from_json(current.machine))
         sender_is_referrer = (direction == "out") == (ours == "initiator")
         role = lifecycle.Role.REFERRER if sender_is_referrer else lifecycle.Role.RECEIVER
+        seq = message.get("seq")
+        if (message.get("type") in SEQ_SKIP_ALLOWED and type(seq) is int
+                and seq > machine.next_seq(role)):
+            machine = (replace(machine, next_seq_referrer=seq)
+                       if role is lifecycle.Role.REFERRER
+                       else replace(machine, next_seq_receiver=seq))
         after = machine.apply(message, role=role)
         our_role = lifecycle.Role.REFERRER if ours == "initiator" else lifecycle.Role.RECEIVER
         their_role = (lifecycle.Role.RECEIVER if our_role is lifecycle.Role.REFERRER
                       else lifecycle.Role.REFERRER)
+        previous = (current.previous_thread if current is not None
+                    else _identifier(message.get("previous_thread")))
         return ThreadState(ref.thread_id, ref.case_id, ours, peer, after.state.value,
                            after.next_seq(our_role), after.next_seq(their_role),
-                           after.consent_id, now, after.to_json())
+                           after.consent_id, now, after.to_json(), previous)
 
     def disclosure(self, message: Mapping[str, Any]) -> Disclosure | None:
         return self._fallback.disclosure(message)
+
+
+#: What a thread's consent becomes once the case is erased: the ids stay (so that C2,
+#: "withdrawn", keeps answering) and nothing else does.
+def _erased_consent(consent_id: str) -> ConsentRecord:
+    empty: frozenset[str] = frozenset()
+    return ConsentRecord(consent_id=consent_id, given_at=0, method="verbal", language="und",
+                         interpreter_used=False, recorded_by="erased",
+                         scope=ConsentScope(participants=empty, sectors=empty, purposes=empty,
+                                            data_categories=empty,
+                                            onward_referral_allowed=False,
+                                            feedback_allowed=False),
+                         expires_at=1)
+
+
+class NodeConsents:
+    """The node's consent state (rule 6): the consent behind each thread, and the withdrawn
+    consent ids. Synchronous, because the policy runs inside ``seal``/``open``."""
+
+    def __init__(self) -> None:
+        self._threads: dict[str, ConsentRecord] = {}
+        self._withdrawn: dict[str, int] = {}
+
+    # ConsentState
+    def is_withdrawn(self, consent_id: str) -> bool:
+        return consent_id in self._withdrawn
+
+    def consent_for_thread(self, thread_id: str) -> ConsentRecord | None:
+        return self._threads.get(thread_id)
+
+    # updates (called after the transaction that persisted them)
+    def record_thread(self, thread_id: str, consent: ConsentRecord) -> None:
+        self._threads.setdefault(thread_id, consent)
+
+    def record_erased(self, thread_id: str, consent_id: str) -> None:
+        self._threads[thread_id] = _erased_consent(consent_id)
+
+    def withdraw(self, consent_id: str, withdrawn_at: int) -> None:
+        self._withdrawn.setdefault(consent_id, withdrawn_at)
+
+    def withdrawn_at(self, consent_id: str) -> int | None:
+        return self._withdrawn.get(consent_id)
