@@ -19,10 +19,8 @@ Rules of this module:
    initiator, so the sender is the referrer exactly when (we sent it) == (we initiated).
 5. A withdrawal cancels the queued messages of its case on the node that learns of it
    (SPEC.md "Withdrawal cascade"), so a ``consent_withdrawal`` or an
-   ``erasure_confirmation`` may skip sequence numbers that were used by cancelled
-   messages. :class:`CaseLifecycle` accepts such a skip for these two types only; every
-   other message still gets ``sequence_gap``. Without it a message that crossed the
-   withdrawal would leave the confirmation waiting forever.
+   ``erasure_confirmation`` may skip sequence numbers used by cancelled messages; that
+   rule is the protocol's (``lifecycle.MAY_SKIP_SEQUENCE``, SPEC.md §12.8), not the node's.
 6. :class:`NodeConsents` is the node's :class:`~caseway.protocol.policy.ConsentState`: a
    synchronous in-memory view of the persisted consent store, loaded at start and updated
    by the service right after each transaction that writes it.
@@ -124,12 +122,8 @@ class NoLifecycle:
         return _identifier(message.get("consent_id"))
 
 
-#: Types that may skip sequence numbers used by messages a withdrawal cancelled (rule 5).
-SEQ_SKIP_ALLOWED = frozenset({"consent_withdrawal", "erasure_confirmation"})
-
-
 class CaseLifecycle:
-    """:class:`ThreadRules` over the case lifecycle machine (rules 1, 2, 4 and 5)."""
+    """:class:`ThreadRules` over the case lifecycle machine (rules 1, 2 and 4)."""
 
     def __init__(self) -> None:
         self._fallback = NoLifecycle()
@@ -145,12 +139,6 @@ class CaseLifecycle:
                    else lifecycle.ThreadState.from_json(current.machine))
         sender_is_referrer = (direction == "out") == (ours == "initiator")
         role = lifecycle.Role.REFERRER if sender_is_referrer else lifecycle.Role.RECEIVER
-        seq = message.get("seq")
-        if (message.get("type") in SEQ_SKIP_ALLOWED and type(seq) is int
-                and seq > machine.next_seq(role)):
-            machine = (replace(machine, next_seq_referrer=seq)
-                       if role is lifecycle.Role.REFERRER
-                       else replace(machine, next_seq_receiver=seq))
         after = machine.apply(message, role=role)
         our_role = lifecycle.Role.REFERRER if ours == "initiator" else lifecycle.Role.RECEIVER
         their_role = (lifecycle.Role.RECEIVER if our_role is lifecycle.Role.REFERRER

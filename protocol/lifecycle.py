@@ -101,6 +101,13 @@ TERMINAL = frozenset({State.ERASED})
 ONWARD_FROM = frozenset({State.ACCEPTED, State.IN_PROGRESS, State.CLOSED})
 
 
+#: Messages whose ``seq`` may skip ahead (SPEC.md §12.8): a withdrawal cancels the messages
+#: its sender had queued for the thread, and those had already taken sequence numbers that
+#: will never arrive. Without this, the withdrawal (or the erasure confirmation answering
+#: it) would wait forever behind a gap that cannot close.
+MAY_SKIP_SEQUENCE = frozenset({"consent_withdrawal", "erasure_confirmation"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ThreadState:
     """One thread as both sides see it. ``ThreadState()`` is a thread with no message yet.
@@ -135,7 +142,7 @@ class ThreadState:
         if seq < expected:
             raise CasewayError(ErrorCode.INVALID_TRANSITION, f"{role.value} seq already "
                                f"used (expected {expected}): duplicate or reordered")
-        if seq > expected:
+        if seq > expected and message_type not in MAY_SKIP_SEQUENCE:
             raise CasewayError(ErrorCode.SEQUENCE_GAP, f"{role.value} seq skips ahead "
                                f"(expected {expected})")
         # Rule 4: judge expiry by the message's own time.

@@ -270,6 +270,8 @@ INTENDED = {
     "accept-other-thread-before-seq": "invalid_transition",
     "accept-after-timer-expired": "ok",
     "referral-consent-expires-before-given": "schema_invalid",
+    "consent-withdrawal-skips-seq": "ok",
+    "update-skips-seq": "sequence_gap",
 }
 
 
@@ -431,4 +433,12 @@ def generate() -> list[dict[str, Any]]:
     add("referral-consent-expires-before-given", "consent record whose expires_at equals "
         "given_at: schema_invalid (section consent), before any consent rule",
         with_consent(SAMPLE, expires_at=CONSENT["given_at"]))
+    # A withdrawal cancels the referrer's queued messages, whose numbers never arrive
+    # (SPEC.md §12.8): only a withdrawal or erasure confirmation may skip ahead.
+    add("consent-withdrawal-skips-seq", "the referrer's seq 2 and 3 were cancelled by the "
+        "withdrawal; the withdrawal itself carries seq 4 and is accepted", message(
+            "consent_withdrawal", 4, consent_id=cid, withdrawn_at=fx.CREATED - 3600),
+        thread=(T_PROGRESS, REF), threads=consent_threads)
+    add("update-skips-seq", "any other message that skips ahead is still a gap",
+        message("update", 4, kind="note", note="Attended."), thread=(T_PROGRESS, RCV), **back)
     return v

@@ -141,7 +141,10 @@ function applyTransition(prior, message, role) {
   }
   const expected = prior.next_seq[role];
   if (message.seq < expected) bad(`${role} seq ${message.seq} already used`);
-  if (message.seq > expected) failS('sequence_gap', undefined, `${role} seq ${message.seq}, expected ${expected}`);
+  // SPEC §12.8: a withdrawal and its erasure confirmation may skip numbers taken by
+  // messages the withdrawal cancelled.
+  const maySkip = message.type === 'consent_withdrawal' || message.type === 'erasure_confirmation';
+  if (message.seq > expected && !maySkip) failS('sequence_gap', undefined, `${role} seq ${message.seq}, expected ${expected}`);
   // §12.9: judged by the message's own sent_at
   let state = prior.state;
   if (state === 'expired' && prior.expired_from && message.sent_at < prior.respond_by) state = prior.expired_from;
@@ -157,7 +160,7 @@ function applyTransition(prior, message, role) {
     thread_id: prior.thread_id,
     consent_id: prior.consent_id,
     respond_by: prior.respond_by,
-    next_seq: { ...prior.next_seq, [role]: expected + 1 },
+    next_seq: { ...prior.next_seq, [role]: message.seq + 1 },
     expired_from: null,
   };
   if (prior.state === 'new') {
