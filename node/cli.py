@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "authority",
     "directory",
     "node",
+    "cases",
     "conformance",
 )
 
