@@ -352,8 +352,11 @@ class Casework:
         threads = await self.storage.threads(case_id=case_id) if len(case_id) <= 128 else []
         if not threads:
             raise CasewayError(ErrorCode.NOT_FOUND, "no such case")
-        contents = {(m.direction, m.message_id): m.message
-                    for m in await self.service.read_case(case_id, actor=actor, now=now)}
+        stored = await self.service.read_case(case_id, actor=actor, now=now)
+        contents = {(m.direction, m.message_id): m.message for m in stored}
+        # Within one second, the order in which this node stored the messages is the causal
+        # order (a request is stored before the answer to it); read_case returns that order.
+        stored_order = {(m.direction, m.message_id): index for index, m in enumerate(stored)}
         entries: list[dict[str, Any]] = []
         for item in await self.storage.case_outbox(case_id):
             entries.append({
@@ -372,7 +375,10 @@ class Casework:
                 "thread_id": inbound.thread_id, "at": inbound.received_at,
                 "type": inbound.kind, "message": contents.get(("in", inbound.message_id)),
                 "delivery": None, "receipt": receipt_fields(inbound.receipt)})
-        entries.sort(key=lambda e: (e["at"], e["direction"] == "in"))
+        entries.sort(key=lambda e: (e["at"],
+                                    stored_order.get((e["direction"], e["message_id"]),
+                                                     len(stored_order)),
+                                    e["direction"] == "in"))
         tombstone = await self.storage.tombstone(case_id)
         return {"case_id": case_id, "threads": [thread_json(t, now) for t in threads],
                 "messages": entries,

@@ -496,8 +496,14 @@ class SqliteStorage:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str) -> SqliteStorage:
-        """Open (creating if needed) and migrate the database at ``path``."""
+    async def open(cls, path: Path | str, *, read_only: bool = False) -> SqliteStorage:
+        """Open (creating if needed) and migrate the database at ``path``.
+
+        ``read_only`` opens an existing database without writing anything (no migration,
+        no pragma that writes): for auditors checking a copy, and for ``audit verify``.
+        """
+        if read_only:
+            return await cls._open_read_only(Path(path))
         try:
             db = await aiosqlite.connect(str(path), isolation_level=None)
         except sqlite3.Error as exc:
@@ -515,6 +521,27 @@ class SqliteStorage:
         except BaseException:
             await db.close()
             raise
+        return storage
+
+    @classmethod
+    async def _open_read_only(cls, path: Path) -> SqliteStorage:
+        if not path.exists():
+            raise StorageError("no database at that path")
+        try:
+            db = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                         isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the database ({type(exc).__name__})") from None
+        storage = cls(db)
+        try:
+            version = await storage.schema_version()
+        except (sqlite3.Error, StorageError):
+            await db.close()
+            raise StorageError("not a Caseway database") from None
+        if version != SCHEMA_VERSION:
+            await db.close()
+            raise StorageError(f"database schema version {version}; this node reads "
+                               f"{SCHEMA_VERSION} (open it once with the node to migrate)")
         return storage
 
     async def close(self) -> None:

@@ -229,6 +229,25 @@ def test_audit_verify_detects_an_edited_row(tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["first_bad_seq"] == 3
 
 
+def test_audit_verify_reads_a_bare_copy_without_changing_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+    import shutil
+
+    home = _audited_home(tmp_path)
+    # An auditor's copy: the database alone, checkpointed, no config beside it.
+    db = sqlite3.connect(home / "caseway.db")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(home / "caseway.db", copy)
+    before = hashlib.sha256(copy.read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["audit", "verify", "--db", str(copy)]) == 0
+    assert "intact: 5 entries" in capsys.readouterr().out
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == before
+
+
 # --------------------------------------------------------------------------- a real node
 
 

@@ -130,6 +130,9 @@ def register(sub: Any) -> None:
                              description="Walk the hash-chained audit log. Exit 0 if intact, "
                              "1 if an entry was edited, deleted or reordered.")
     _home_argument(verify)
+    verify.add_argument("--db", type=Path, default=None,
+                        help="check this database file (e.g. an auditor's copy) instead of "
+                        "the node home's; opened read-only")
     verify.add_argument("--json", action="store_true", help="print a JSON summary")
     verify.set_defaults(handler=run_audit_verify)
 
@@ -265,14 +268,16 @@ def run_token_create(args: argparse.Namespace) -> int:
 
 @config_errors
 def run_audit_verify(args: argparse.Namespace) -> int:
-    config = _load(args)
-    if not config.database.exists():
-        raise ConfigError(f"no database at {config.database}", key="database")
+    # An auditor may check a copy of the database alone (--db), without the node's config.
+    database = args.db if args.db is not None else _load(args).database
+    if not database.exists():
+        raise ConfigError(f"no database at {database}", key="database")
     from ..audit import verify_entries
     from ..storage import SqliteStorage
 
     async def verify() -> Any:
-        storage = await SqliteStorage.open(config.database)
+        # Read-only: verifying must never change what it verifies.
+        storage = await SqliteStorage.open(database, read_only=True)
         try:
             return await verify_entries(storage.audit_entries())
         finally:
