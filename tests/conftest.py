@@ -25,17 +25,18 @@ import pytest
 
 from caseway.keys.identity import Identity, StaticKeys
 from caseway.node.api import create_token
-from caseway.node.app import Node, NodeServer, open_node
+from caseway.node.app import Node, NodeServer
 from caseway.node.clock import FakeClock, SeededRandom
-from caseway.node.config import DeliverySettings, IngressSettings, Listen
+from caseway.node.config import DeliverySettings, IngressSettings
 from caseway.node.threads import NoLifecycle, ThreadRules
 from caseway.protocol import crypto
 from caseway.protocol.envelope import EnvelopeLayerOnly, MessagePolicy
 from caseway.protocol.errors import CasewayError, ErrorCode
 
+from loopback_node import LoopbackNode
+
 NOW = 1768435200  # 2026-01-15T00:00:00Z, as in the vectors
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-LOOPBACK = "127.0.0.1"
 
 
 class StaticPeers:
@@ -80,7 +81,7 @@ class Keys:
     storage_key: bytes
 
 
-class NodeHarness:
+class NodeHarness(LoopbackNode):
     """One node that can be stopped and restarted on the same port and database."""
 
     def __init__(self, participant: str, home: Path, peers: StaticPeers, clock: FakeClock,
@@ -113,50 +114,14 @@ class NodeHarness:
     def identity(self) -> Identity:
         return self.keys.identity
 
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+    def node_arguments(self) -> dict[str, Any]:
+        return {"keys": self.keys, "peers": self.peers, "database": self.database,
+                "clock": self.clock, "random": self.random,
+                "delivery": DeliverySettings(request_timeout=10.0), "ingress": self.ingress,
+                "threads": self.threads, "policy": self.policy}
 
-    @property
-    def envelopes_url(self) -> str:
-        return self.url + "/caseway/v1/envelopes"
-
-    async def start(self) -> Node:
-        stack = AsyncExitStack()
-        node = await stack.enter_async_context(open_node(
-            keys=self.keys, peers=self.peers, database=self.database, clock=self.clock,
-            random=self.random, delivery=DeliverySettings(request_timeout=10.0),
-            ingress=self.ingress, threads=self.threads, policy=self.policy))
-        server = NodeServer(node, background_delivery=self.background_delivery)
-        try:
-            await server.start(federation=Listen(LOOPBACK, self.port),
-                               local_api=Listen(LOOPBACK, 0))
-        except BaseException:
-            await stack.aclose()
-            raise
-        assert server.federation_address is not None
-        self.port = server.federation_address[1]
+    def on_started(self) -> None:
         self.peers.endpoints[self.participant] = self.url
-        self.node, self._server, self._stack = node, server, stack
-        return node
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop()
-        if self._stack is not None:
-            await self._stack.aclose()
-        self.node, self._server, self._stack = None, None, None
-
-    @property
-    def running(self) -> Node:
-        assert self.node is not None, "node is not running"
-        return self.node
-
-    @property
-    def local_url(self) -> str:
-        assert self._server is not None and self._server.local_api_address is not None
-        host, port = self._server.local_api_address
-        return f"http://{host}:{port}"
 
 
 @pytest.fixture

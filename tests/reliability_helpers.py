@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from caseway.keys.identity import Identity, PublicKey, StaticKeys
-from caseway.node.app import Node, NodeServer, open_node
+from caseway.node.app import Node, NodeServer
 from caseway.node.clock import Clock, RandomSource, SeededRandom
-from caseway.node.config import DeliverySettings, IngressSettings, Listen
+from caseway.node.config import DeliverySettings, IngressSettings
 from caseway.node.threads import CaseLifecycle, ThreadRules
 from caseway.protocol import crypto
 from caseway.protocol.consent import ConsentRecord
@@ -41,11 +41,12 @@ from caseway.protocol.envelope import MessagePolicy
 from caseway.protocol.errors import CasewayError, ErrorCode
 from caseway.protocol.policy import InMemoryConsentState, ReferralPolicy
 
+from loopback_node import LoopbackNode
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE: dict[str, Any] = json.loads(
     (ROOT / "examples" / "referrals" / "ph-return-full.json").read_text("utf-8"))
 NOW = 1768435200  # 2026-01-15T00:00:00Z, as in the vectors and conftest
-LOOPBACK = "127.0.0.1"
 DAY = 24 * 3600
 
 EMBASSY = "ph-embassy-kl"
@@ -192,7 +193,7 @@ class Keys:
 
 
 @dataclass
-class LiveNode:
+class LiveNode(LoopbackNode):
     """One in-process node with fixed keys on an ephemeral loopback port; restartable on
     the same port and database (like conftest's NodeHarness, plus a message policy)."""
 
@@ -225,54 +226,17 @@ class LiveNode:
     def database(self) -> Path:
         return self.home / "caseway.db"
 
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+    def node_arguments(self) -> dict[str, Any]:
+        return {"keys": Keys(self.identity, self.storage_key), "peers": self.directory,
+                "database": self.database, "policy": self.policy, "threads": self.threads,
+                "clock": self.clock, "random": self.random,
+                "delivery": self.delivery or DeliverySettings(request_timeout=10.0),
+                "ingress": self.ingress}
 
-    @property
-    def envelopes_url(self) -> str:
-        return self.url + "/caseway/v1/envelopes"
-
-    @property
-    def local_url(self) -> str:
-        assert self._server is not None and self._server.local_api_address is not None
-        host, port = self._server.local_api_address
-        return f"http://{host}:{port}"
-
-    @property
-    def running(self) -> Node:
-        assert self.node is not None, "node is not running"
-        return self.node
-
-    async def start(self) -> Node:
-        stack = AsyncExitStack()
-        node = await stack.enter_async_context(open_node(
-            keys=Keys(self.identity, self.storage_key), peers=self.directory,
-            database=self.database, policy=self.policy, threads=self.threads,
-            clock=self.clock, random=self.random,
-            delivery=self.delivery or DeliverySettings(request_timeout=10.0),
-            ingress=self.ingress))
-        server = NodeServer(node, background_delivery=self.background_delivery)
-        try:
-            await server.start(federation=Listen(LOOPBACK, self.port),
-                               local_api=Listen(LOOPBACK, 0))
-        except BaseException:
-            await stack.aclose()
-            raise
-        assert server.federation_address is not None
-        self.port = server.federation_address[1]
+    def on_started(self) -> None:
         peer = self.directory.peers.get(self.participant)
         if peer is not None:
             peer.endpoint = self.url
-        self.node, self._server, self._stack = node, server, stack
-        return node
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop()
-        if self._stack is not None:
-            await self._stack.aclose()
-        self.node, self._server, self._stack = None, None, None
 
 
 # ----------------------------------------------------------------------------- snapshots
