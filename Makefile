@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck vectors bench interop clean
+.PHONY: demo test lint vectors bench interop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/caseway vectors check examples/vectors
+	$(MAKE) --no-print-directory lint
 
 # mypy cannot follow setuptools' package-dir mapping (protocol/ -> caseway.protocol), so it
 # checks a tree of symlinks laid out as the installed package.

@@ -135,7 +135,8 @@ class Report:
         root = ElementTree.Element("testsuites", {"name": "caseway-conformance"})
         root.append(suite)
         ElementTree.indent(root)
-        return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+        xml: bytes = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+        return xml + b"\n"
 
 
 # --------------------------------------------------------------------------- setup

@@ -191,15 +191,18 @@ class Outbox:
             log.info("delivered", message_id=item.message_id, destination=item.destination,
                      attempts=item.attempts + 1)
             return DeliveryAttempt(item.id, item.destination, item.message_id, DELIVERED, now)
-        code = ErrorCode(receipt.error)  # parse_receipt admits known codes only
-        if code.retry:
-            return await self._retry(item, now, code.value, retry_after)
-        await self._storage.mark_dead(item.id, reason=code.value, receipt=body, at=now)
+        # A rejected receipt always names a well-formed code, possibly one added to v1 after
+        # this node was built; SPEC §8: an unknown code means "do not retry".
+        reason = receipt.error or ErrorCode.INTERNAL_ERROR.value
+        known = {code.value: code for code in ErrorCode}.get(reason)
+        if known is not None and known.retry:
+            return await self._retry(item, now, reason, retry_after)
+        await self._storage.mark_dead(item.id, reason=reason, receipt=body, at=now)
         self._metrics.messages_out.inc(REJECTED)
         log.warning("delivery_rejected", message_id=item.message_id,
-                    destination=item.destination, error=code.value)
+                    destination=item.destination, error=reason)
         return DeliveryAttempt(item.id, item.destination, item.message_id, REJECTED, now,
-                               code.value)
+                               reason)
 
     async def _retry(self, item: OutboxItem, now: int, error: str,
                      retry_after: int | None = None) -> DeliveryAttempt:

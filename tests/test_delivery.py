@@ -7,6 +7,7 @@ Time is a shared fake clock and the outbox is driven one pass at a time with
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,48 @@ async def test_a_final_rejection_is_dead_lettered_and_the_queue_moves_on(
     rejection = verify_receipt(item.receipt, keys=peers, expected_recipient=shelter.participant,
                                expected_digest=stale.digest)
     assert rejection.error == "not_for_me"
+
+
+async def test_a_rejection_with_a_code_unknown_to_us_is_final(
+        pair: Pair, peers: StaticPeers) -> None:
+    """SPEC §8: codes may be added within v1; a sender treats one it does not know as
+    "do not retry" (and must not crash on it)."""
+    from aiohttp import web
+
+    from caseway.protocol import crypto
+    from caseway.protocol.receipt import sign_receipt
+
+    embassy, shelter = pair
+
+    async def newer_shelter(request: web.Request) -> web.Response:
+        body = await request.read()
+        receipt = sign_receipt(signer=shelter.identity.signing, recipient=shelter.participant,
+                               envelope_digest=crypto.digest(body), message_id=None,
+                               sender=None, received_at=NOW, error=None)
+        # Re-sign as a rejection with a code this node has never heard of.
+        from caseway.protocol.encoding import b64decode, b64encode, dump_json
+
+        protected = json.loads(b64decode(json.loads(receipt)["protected"]))
+        protected.update(outcome="rejected", error="some_future_code")
+        raw = dump_json(protected)
+        signature = shelter.identity.signing.sign(crypto.RECEIPT_LABEL, raw)
+        answer = dump_json({"protected": b64encode(raw), "signature": b64encode(signature)})
+        return web.Response(status=403, body=answer, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/caseway/v1/envelopes", newer_shelter)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        peers.endpoints[shelter.participant] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        sent = await embassy.running.service.send(message(1), shelter.participant, NOW)
+        [attempt] = await embassy.running.outbox.deliver_due(NOW)
+    finally:
+        await runner.cleanup()
+    assert (attempt.outcome, attempt.error) == ("rejected", "some_future_code")
+    item = await embassy.running.storage.outbox_item(sent.outbox_id)
+    assert item is not None and item.state == "dead" and item.last_error == "some_future_code"
 
 
 async def test_a_receipt_that_does_not_verify_is_no_receipt(
