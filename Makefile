@@ -29,7 +29,7 @@ lint: $(STAMP)
 	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/caseway
 	for d in protocol keys node schemas; do ln -s $(CURDIR)/$$d $(MYPY_TREE)/caseway/$$d; done
 	cd $(MYPY_TREE) && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --strict --explicit-package-bases \
-		-p caseway.protocol -p caseway.keys -p caseway.schemas
+		-p caseway.protocol -p caseway.keys -p caseway.schemas -p caseway.node
 
 vectors: $(STAMP)
 	$(BIN)/python examples/vectors/generate.py

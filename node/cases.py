@@ -151,7 +151,7 @@ class Casework:
         if previous.role != RESPONDER:
             raise CasewayError(ErrorCode.INVALID_TRANSITION, "only a thread this node "
                                "received can be referred onward")
-        consent = self.service.consents.consent_for_thread(thread_id)
+        consent = await self.service.consent_for_thread(thread_id)
         if consent is None or previous.machine is None:
             raise CasewayError(ErrorCode.CONSENT_VIOLATION, "no consent record known for "
                                "this thread", section="consent")

@@ -18,7 +18,10 @@ Rules of this module:
 6. The consent store is written in the transaction of the message that changes it (a
    referral records its thread's consent, a withdrawal the withdrawn id, an erasure
    confirmation its tombstone), and the in-memory :class:`~caseway.node.threads.
-   NodeConsents` the policy reads is updated right after that transaction commits.
+   NodeConsents` the policy reads is updated right after that transaction commits. That
+   view is bounded: a thread's consent it does not hold is read from storage and pinned
+   for the operation (:meth:`NodeService._consent_loads`) before the synchronous policy
+   runs again; the policy is never run on a guess.
 7. An accepted ``consent_withdrawal`` hands over to ``on_withdrawal`` (the withdrawal
    cascade of :mod:`caseway.node.cases`) after its receipt is durable; a failure there is
    logged by type and resumed at the next start, and never changes the receipt.
@@ -27,7 +30,7 @@ Rules of this module:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -61,11 +64,12 @@ from .storage import (
     InboundWrite,
     OutboundWrite,
     Storage,
+    StoredConsent,
     StoredContent,
     Tombstone,
 )
 from .storage_crypto import NONCE_BYTES, StorageCipher, StorageCipherError, content_row_id
-from .threads import NodeConsents, ThreadRules, ThreadState
+from .threads import ConsentNotLoaded, NodeConsents, ThreadRules, ThreadState, erased_consent
 
 WithdrawalHook = Callable[[ThreadState, Mapping[str, Any], int], Awaitable[None]]
 
@@ -139,6 +143,44 @@ class CaseMessage:
     message: dict[str, Any]
 
 
+#: Thread consents one operation may load (a message names at most two threads).
+_MAX_CONSENT_LOADS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Ids:
+    """What :meth:`NodeService.receive` keeps from its first parse of the header."""
+
+    sender: str
+    message_id: str
+
+
+def _ids(data: bytes) -> _Ids:
+    """Steps 1–4 (size, strict parse, header schema) for the ids; raises as open would.
+    Every intermediate (the decoded header and its ciphertext) is freed on return."""
+    protected, _ = parse_signed(data, max_bytes=MAX_ENVELOPE_BYTES)
+    header = parse_header(protected)
+    return _Ids(header.sender, header.message_id)
+
+
+class _CapturePolicy:
+    """Stands in for the policy inside ``open_envelope``, whose last step (12–13) it is;
+    the service runs the real policy right after, where it can load consents."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def check_incoming(self, message: Mapping[str, Any], *, sender: str, recipient: str,
+                       now: int) -> None:
+        self.calls += 1
+
+    def check_outgoing(self, message: Mapping[str, Any], *, sender: str, recipient: str,
+                       now: int) -> None:  # pragma: no cover - never used to seal
+        raise CasewayError(ErrorCode.INTERNAL_ERROR, "not a sealing policy")
+
+
 class _KnownReplay:
     """A :class:`ReplayGuard` answering from the lookup already made in this request."""
 
@@ -179,7 +221,7 @@ class NodeService:
         self._sender_limiter = sender_limiter
         self._lifetime = envelope_lifetime
         self.on_enqueued = on_enqueued
-        self.consents = consents or NodeConsents()
+        self.consents = NodeConsents() if consents is None else consents
         self.on_withdrawal: WithdrawalHook | None = None
 
     @property
@@ -189,7 +231,7 @@ class NodeService:
     # ------------------------------------------------------------------ receiving
 
     def reject(self, code: ErrorCode, *, data: bytes = b"", now: int,
-               header: Header | None = None) -> ReceiveResult:
+               header: Header | _Ids | None = None) -> ReceiveResult:
         """A signed rejection receipt for ``data`` (the bytes received; empty if the body
         was refused before it was read). Stores nothing."""
         receipt = sign_receipt(
@@ -206,31 +248,39 @@ class NodeService:
 
     async def receive(self, data: bytes, now: int) -> ReceiveResult:
         """Open, check and durably store one envelope; answer with a signed receipt."""
-        header: Header | None = None
+        header: _Ids | None = None
         try:
             # Steps 1–4 once here, for the duplicate lookup; open_envelope repeats them (it
             # is given bytes) before doing the authenticated steps. A duplicate is answered
             # before the signature check: equal digests mean the very bytes that already
-            # passed every check.
-            protected, _ = parse_signed(data, max_bytes=MAX_ENVELOPE_BYTES)
-            header = parse_header(protected)
-            structlog.contextvars.bind_contextvars(message_id=header.message_id,
-                                                  sender=header.sender)
+            # passed every check. Only the two ids are kept from this parse: the parsed
+            # header holds the decoded ciphertext (most of the envelope's size), which
+            # must not stay alive while open_envelope makes its own copies.
+            header = _ids(data)
+            sender, mid = header.sender, header.message_id
+            structlog.contextvars.bind_contextvars(message_id=mid, sender=sender)
             digest = crypto.digest(data)
-            stored = await self.storage.inbound(header.sender, header.message_id)
+            stored = await self.storage.inbound(sender, mid)
             if stored is not None and stored.digest == digest:
                 return self._accepted(stored.receipt, header, duplicate=True)
-            opened = open_envelope(data, me=self.identity, keys=self.peers,
-                                   replay=_KnownReplay(stored is not None), now=now,
-                                   policy=self._policy)
+            # Steps 1–11 here; steps 12–13 (the policy) just below, because the policy may
+            # need a thread's consent from storage, and that needs an await (rule 6).
+            captured = _CapturePolicy()
+            message = open_envelope(data, me=self.identity, keys=self.peers,
+                                    replay=_KnownReplay(stored is not None), now=now,
+                                    policy=captured).message
+            # Only the message is kept: the opened envelope's header (with the ciphertext)
+            # and protected bytes are freed before the message is sealed for storage.
+            if captured.calls != 1:  # pragma: no cover - open_envelope always runs it once
+                raise CasewayError(ErrorCode.INTERNAL_ERROR, "policy step not reached")
+            async with self._consent_loads() as load:
+                await self._settle(load, lambda: self._policy.check_incoming(
+                    message, sender=sender, recipient=self.participant, now=now))
             # Keyed by the *authenticated* sender: a forger naming someone else's
             # participant id cannot spend that participant's budget.
-            if self._sender_limiter is not None and not self._sender_limiter.allow(
-                    header.sender):
+            if self._sender_limiter is not None and not self._sender_limiter.allow(sender):
                 raise CasewayError(ErrorCode.RATE_LIMITED)
-            message = opened.message
-            ref = self._threads.locate(message, message_id=header.message_id)
-            sender, mid = header.sender, header.message_id
+            ref = self._threads.locate(message, message_id=mid)
 
             def build(current: ThreadState | None) -> InboundWrite:
                 thread = self._threads.apply(current, message, ref=ref, direction="in",
@@ -264,7 +314,8 @@ class NodeService:
                           thread_id=built["thread"].thread_id)
         return self._accepted(result.receipt, header, duplicate=result.duplicate)
 
-    def _accepted(self, receipt: bytes, header: Header, *, duplicate: bool) -> ReceiveResult:
+    def _accepted(self, receipt: bytes, header: Header | _Ids, *,
+                  duplicate: bool) -> ReceiveResult:
         outcome = DUPLICATE if duplicate else ACCEPTED
         self.metrics.messages_in.inc(outcome)
         structlog.contextvars.bind_contextvars(outcome=outcome)
@@ -313,7 +364,23 @@ class NodeService:
                                  thread, content, disclosure, _kind(final),
                                  self._consent_effects(final, thread), actor)
 
-        outbox_id = await self.storage.enqueue(thread_id=ref.thread_id, build=build)
+        async with self._consent_loads() as load:
+            # The policy runs again when sealing, inside the storage transaction (on the
+            # database thread, where nothing can be awaited): load the consents it will
+            # read first, from a run on the message as given. Its refusals are left to
+            # that real run, so they keep their order with the lifecycle's.
+            with contextlib.suppress(CasewayError):
+                await self._settle(load, lambda: self._policy.check_outgoing(
+                    message, sender=self.participant, recipient=recipient, now=now))
+            for _ in range(_MAX_CONSENT_LOADS):
+                try:
+                    outbox_id = await self.storage.enqueue(thread_id=ref.thread_id,
+                                                           build=build)
+                    break
+                except ConsentNotLoaded as miss:  # rolled back; load it and run again
+                    await load(miss.thread_id)
+            else:  # pragma: no cover - each load pins one more thread
+                raise CasewayError(ErrorCode.INTERNAL_ERROR, "consent lookups did not settle")
         thread: ThreadState = sent["thread"]
         final: Mapping[str, Any] = sent["message"]
         self._note_consent(final, thread, now)
@@ -327,17 +394,70 @@ class NodeService:
 
     # ------------------------------------------------------------------ consent store
 
-    async def load_consents(self) -> None:
-        """Fill :attr:`consents` from storage (at start; rule 6)."""
+    async def load_consents(self, *, warm: int | None = None) -> None:
+        """Fill :attr:`consents` at start (rule 6): every withdrawn id, and the consents of
+        the threads recorded last (``warm``, default: the view's capacity). Any other
+        thread's consent is read from storage when a check needs it."""
         for consent_id, withdrawn_at in (await self.storage.withdrawn_consents()).items():
             self.consents.withdraw(consent_id, withdrawn_at)
-        for row in await self.storage.consents():
-            if row.opening is None:  # erased with the case
-                self.consents.record_erased(row.thread_id, row.consent_id)
-                continue
-            message = self._open_content(row.opening)
-            record = ConsentRecord.from_json(message["consent"])
-            self.consents.record_thread(row.thread_id, record)
+        epoch = self.consents.epoch
+        count = self.consents.capacity if warm is None else warm
+        for row in reversed(await self.storage.recent_consents(count)):
+            self.consents.cache(row.thread_id, self._consent_record(row), epoch=epoch)
+
+    async def consent_for_thread(self, thread_id: str) -> ConsentRecord | None:
+        """The consent behind a thread, from memory or from storage (``None``: none)."""
+        with contextlib.suppress(ConsentNotLoaded):
+            return self.consents.consent_for_thread(thread_id)
+        epoch = self.consents.epoch
+        row = await self.storage.consent(thread_id)
+        record = None if row is None else self._consent_record(row)
+        self.consents.cache(thread_id, record, epoch=epoch)
+        return record
+
+    def _consent_record(self, row: StoredConsent) -> ConsentRecord | None:
+        if row.opening is None:  # erased with the case: only the ids remain
+            return erased_consent(row.consent_id)
+        message = self._open_content(row.opening)
+        # Not a schema-valid consent (envelope-layer tests): nothing to enforce, as in
+        # _note_consent.
+        with contextlib.suppress(KeyError, TypeError, CasewayError):
+            return ConsentRecord.from_json(message["consent"])
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _consent_loads(self) -> AsyncIterator[Callable[[str], Awaitable[None]]]:
+        """Loads for one operation: each thread consent it misses is read from storage and
+        pinned in :attr:`consents` until the operation ends (so a bounded cache cannot
+        evict it between the load and the synchronous step that reads it)."""
+        pinned: list[str] = []
+
+        async def load(thread_id: str) -> None:
+            if len(pinned) >= _MAX_CONSENT_LOADS:
+                raise CasewayError(ErrorCode.INTERNAL_ERROR, "consent lookups did not settle")
+            epoch = self.consents.epoch
+            row = await self.storage.consent(thread_id)
+            record = None if row is None else self._consent_record(row)
+            self.consents.pin(thread_id, record, epoch=epoch)
+            pinned.append(thread_id)
+
+        try:
+            yield load
+        finally:
+            for thread_id in pinned:
+                self.consents.unpin(thread_id)
+
+    @staticmethod
+    async def _settle(load: Callable[[str], Awaitable[None]], step: Callable[[], None]) -> None:
+        """Run a synchronous step that reads consents (a policy check); for each consent it
+        misses, load it and run the step again. Every load pins one more thread, and the
+        loader refuses after a few, so this ends."""
+        while True:
+            try:
+                step()
+                return
+            except ConsentNotLoaded as miss:
+                await load(miss.thread_id)
 
     def _consent_effects(self, message: Mapping[str, Any],
                          thread: ThreadState) -> ConsentEffects | None:

@@ -19,22 +19,22 @@ Rules of this module (SPEC.md "Node storage"):
 6. The lifecycle decision about a thread (:class:`~caseway.node.threads.ThreadRules`) runs
    inside the transaction, on the state read in that transaction (the ``build`` callbacks).
 
-Theory of operation: one aiosqlite connection, one ``asyncio.Lock`` around every use of it.
-aiosqlite runs statements on a worker thread; without the lock two coroutines' statements
-would interleave inside one transaction. SQLite has a single writer anyway.
+Theory of operation: one aiosqlite connection. Each operation (a whole write transaction,
+or a read) is one synchronous function run on aiosqlite's worker thread
+(:meth:`SqliteStorage._run`): one thread hop per operation instead of one per statement.
+That thread runs one function at a time, so two operations never interleave inside a
+transaction. SQLite has a single writer anyway.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
@@ -43,6 +43,8 @@ from caseway.protocol.errors import CasewayError, ErrorCode
 
 from . import audit
 from .threads import Disclosure, ThreadState
+
+_T = TypeVar("_T")
 
 QUEUED, DELIVERED, DEAD = "queued", "delivered", "dead"
 #: Audit events added with the local API (audit.py keeps the original six).
@@ -286,11 +288,15 @@ class Storage(Protocol):
 
     def audit_entries(self, *, batch: int = 1000) -> AsyncIterator[audit.AuditEntry]: ...
 
-    # consent store (the node's ConsentState is loaded from these at start)
+    # consent store (the node's ConsentState reads these on demand)
     async def record_withdrawal(self, consent_id: str, *, withdrawn_at: int, at: int,
                                 actor: str) -> bool: ...
 
     async def consents(self) -> list[StoredConsent]: ...
+
+    async def consent(self, thread_id: str) -> StoredConsent | None: ...
+
+    async def recent_consents(self, limit: int) -> list[StoredConsent]: ...
 
     async def withdrawn_consents(self) -> dict[str, int]: ...
 
@@ -489,11 +495,19 @@ def _inbound_item(row: Sequence[Any]) -> InboundItem:
 
 
 class SqliteStorage:
-    """:class:`Storage` on SQLite through aiosqlite (see the module rules)."""
+    """:class:`Storage` on SQLite through aiosqlite (see the module rules).
+
+    Theory of operation: aiosqlite owns one ``sqlite3.Connection`` and one worker thread that
+    runs queued functions one at a time, in order. Every operation here is ONE synchronous
+    function run on that thread through :meth:`_run` (a write transaction is ``BEGIN
+    IMMEDIATE``, its statements and ``COMMIT`` in one function), so an operation costs one
+    thread hop, and two operations can never interleave: the worker thread is the
+    serialisation point (no asyncio lock is needed). The ``build`` callbacks run on that
+    thread, inside their transaction.
+    """
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
-        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path | str, *, read_only: bool = False) -> SqliteStorage:
@@ -545,37 +559,56 @@ class SqliteStorage:
         return storage
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._db.close()
+        # Queued after every operation already submitted (the worker runs them in order).
+        await self._db.close()
 
-    # ------------------------------------------------------------------ transactions
+    # ------------------------------------------------------------------ one hop per operation
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction (rule 2). ``BEGIN IMMEDIATE`` takes the write lock up front
-        so a read-then-write inside it cannot be invalidated by another writer."""
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(connection)`` on the database thread and return its result.
+
+        This is the only place that touches aiosqlite's PRIVATE API (0.20–0.22):
+        ``Connection._execute(f)`` queues the zero-argument ``f`` on the connection's own
+        worker thread (the only thread the ``sqlite3.Connection`` may be used from) and
+        awaits its result or exception; ``Connection._conn`` is that ``sqlite3.Connection``
+        (raises ``ValueError`` once closed), read only inside ``f``, i.e. on that thread.
+        aiosqlite's public API costs one hop per statement; this costs one per operation.
+        ``tests/test_storage.py::test_run_executes_on_the_aiosqlite_worker_thread`` fails
+        loudly if either private name changes.
+
+        If the awaiting task is cancelled, ``fn`` still runs to its end (a transaction
+        commits or rolls back as a whole); only its result is dropped.
+        """
+        db = self._db
+        return await db._execute(lambda: fn(db._conn))  # type: ignore[no-untyped-call,no-any-return]
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """One write transaction (rule 2) in one hop. ``BEGIN IMMEDIATE`` takes the write
+        lock up front, so a read-then-write inside it cannot be invalidated by another
+        writer; any exception (including a failed ``COMMIT``) rolls everything back. When
+        this returns, ``COMMIT`` has returned (rule 3)."""
+
+        def transaction(conn: sqlite3.Connection) -> _T:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                # Already rolled back if SQLite aborted the transaction itself.
-                with contextlib.suppress(sqlite3.Error):
-                    await self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back on its own.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            await self._db.execute("COMMIT")
+            return result
 
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            yield self._db
+        return await self._run(transaction)
 
     async def _migrate(self) -> None:
-        async with self._transaction() as db:
-            await db.execute("CREATE TABLE IF NOT EXISTS schema_version ("
-                             "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
-                             "applied_at INTEGER NOT NULL DEFAULT (unixepoch()))")
-            row = await (await db.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+        def migrate(db: sqlite3.Connection) -> None:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                       "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                       "applied_at INTEGER NOT NULL DEFAULT (unixepoch()))")
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = 0 if row is None or row[0] is None else int(row[0])
             if current > SCHEMA_VERSION:
                 raise StorageError(f"database schema version {current} is newer than this "
@@ -584,27 +617,28 @@ class SqliteStorage:
                 if version <= current:
                     continue
                 for statement in statements:
-                    await db.execute(statement)
-                await db.execute("INSERT INTO schema_version (version, description) "
-                                 "VALUES (?, ?)", (version, description))
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version, description) "
+                           "VALUES (?, ?)", (version, description))
+
+        await self._write(migrate)
 
     async def schema_version(self) -> int:
-        async with self._reading() as db:
-            row = await (await db.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+        row = await self._run(lambda db: db.execute(
+            "SELECT MAX(version) FROM schema_version").fetchone())
         return 0 if row is None or row[0] is None else int(row[0])
 
     # ------------------------------------------------------------------ audit
 
-    async def _append_audit(self, db: aiosqlite.Connection, *, at: int, event: str,
-                            actor: str, subject: str,
-                            detail: dict[str, Any] | None = None) -> audit.AuditEntry:
-        row = await (await db.execute(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")).fetchone()
+    @staticmethod
+    def _append_audit(db: sqlite3.Connection, *, at: int, event: str, actor: str,
+                      subject: str, detail: dict[str, Any] | None = None) -> audit.AuditEntry:
+        row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         prev = None if row is None else audit.AuditEntry(row[0], 0, "", "", "",
                                                          hash=bytes(row[1]))
         entry = audit.chain_entry(prev, at=at, event=event, actor=actor, subject=subject,
                                   detail=detail)
-        await db.execute(
+        db.execute(
             "INSERT INTO audit (seq, at, event, actor, subject, detail, prev_hash, hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (entry.seq, entry.at, entry.event, entry.actor, entry.subject,
@@ -613,35 +647,31 @@ class SqliteStorage:
 
     async def append_audit(self, *, at: int, event: str, actor: str, subject: str,
                            detail: dict[str, Any] | None = None) -> audit.AuditEntry:
-        async with self._transaction() as db:
-            return await self._append_audit(db, at=at, event=event, actor=actor,
-                                            subject=subject, detail=detail)
+        return await self._write(lambda db: self._append_audit(
+            db, at=at, event=event, actor=actor, subject=subject, detail=detail))
 
     async def audit_entries(self, *, batch: int = 1000) -> AsyncIterator[audit.AuditEntry]:
-        """All entries in ``seq`` order, read in batches (the lock is not held between)."""
+        """All entries in ``seq`` order, read in batches (one operation per batch)."""
         after = 0
         while True:
-            async with self._reading() as db:
-                rows = list(await (await db.execute(
-                    "SELECT seq, at, event, actor, subject, detail, prev_hash, hash FROM audit "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?", (after, batch))).fetchall())
-            for row in rows:
-                yield audit.AuditEntry(row[0], row[1], row[2], row[3], row[4],
-                                       _detail(row[5]), bytes(row[6]), bytes(row[7]))
-            if len(rows) < batch:
+            entries = await self.audit_page(after=after, limit=batch)
+            for entry in entries:
+                yield entry
+            if len(entries) < batch:
                 return
-            after = rows[-1][0]
+            after = entries[-1].seq
 
     # ------------------------------------------------------------------ threads
 
-    async def _load_thread(self, db: aiosqlite.Connection, thread_id: str) -> ThreadState | None:
-        row = await (await db.execute(
-            f"SELECT {_THREAD_COLUMNS} FROM threads WHERE thread_id = ?",
-            (thread_id,))).fetchone()
+    @staticmethod
+    def _load_thread(db: sqlite3.Connection, thread_id: str) -> ThreadState | None:
+        row = db.execute(f"SELECT {_THREAD_COLUMNS} FROM threads WHERE thread_id = ?",
+                         (thread_id,)).fetchone()
         return None if row is None else _thread(row)
 
-    async def _save_thread(self, db: aiosqlite.Connection, t: ThreadState) -> None:
-        await db.execute(
+    @staticmethod
+    def _save_thread(db: sqlite3.Connection, t: ThreadState) -> None:
+        db.execute(
             f"INSERT INTO threads ({_THREAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (thread_id) DO UPDATE SET state = excluded.state, "
             "next_seq_out = excluded.next_seq_out, next_seq_in = excluded.next_seq_in, "
@@ -653,22 +683,19 @@ class SqliteStorage:
              t.previous_thread))
 
     async def thread(self, thread_id: str) -> ThreadState | None:
-        async with self._reading() as db:
-            return await self._load_thread(db, thread_id)
+        return await self._run(lambda db: self._load_thread(db, thread_id))
 
     # ------------------------------------------------------------------ inbound
 
     async def inbound(self, sender: str, message_id: str) -> StoredInbound | None:
-        async with self._reading() as db:
-            return await self._inbound(db, sender, message_id)
+        return await self._run(lambda db: self._inbound(db, sender, message_id))
 
     @staticmethod
-    async def _inbound(db: aiosqlite.Connection, sender: str,
-                       message_id: str) -> StoredInbound | None:
-        row = await (await db.execute(
+    def _inbound(db: sqlite3.Connection, sender: str, message_id: str) -> StoredInbound | None:
+        row = db.execute(
             "SELECT digest, receipt, received_at, case_id, thread_id, erased_at "
             "FROM envelopes_in WHERE sender = ? AND message_id = ?",
-            (sender, message_id))).fetchone()
+            (sender, message_id)).fetchone()
         if row is None:
             return None
         return StoredInbound(sender, message_id, bytes(row[0]), bytes(row[1]), row[2], row[3],
@@ -685,33 +712,36 @@ class SqliteStorage:
         deliveries of one envelope can pass the caller's early check concurrently.
         Different bytes under a stored (sender, id) are ``replayed``.
         """
-        async with self._transaction() as db:
-            existing = await self._inbound(db, sender, message_id)
+
+        def record(db: sqlite3.Connection) -> InboundResult:
+            existing = self._inbound(db, sender, message_id)
             if existing is not None:
                 if existing.digest != digest:
                     raise CasewayError(ErrorCode.REPLAYED)
                 return InboundResult(existing.receipt, duplicate=True)
-            write = build(await self._load_thread(db, thread_id))
+            write = build(self._load_thread(db, thread_id))
             t = write.thread
-            await db.execute(
+            db.execute(
                 "INSERT INTO envelopes_in (sender, message_id, digest, envelope, received_at, "
                 "receipt, case_id, thread_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (write.sender, write.message_id, write.digest, write.envelope,
                  write.received_at, write.receipt, t.case_id, t.thread_id, write.kind))
-            await self._save_thread(db, t)
-            await db.execute(
+            self._save_thread(db, t)
+            db.execute(
                 "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
                 "at, content) VALUES (?, ?, 'in', ?, ?, ?, ?)",
                 (t.case_id, t.thread_id, write.sender, write.message_id, write.received_at,
                  write.content))
-            await self._append_audit(db, at=write.received_at, event=audit.RECEIVE,
-                                     actor=write.sender, subject=write.message_id,
-                                     detail={"case_id": t.case_id, "thread_id": t.thread_id})
+            self._append_audit(db, at=write.received_at, event=audit.RECEIVE,
+                               actor=write.sender, subject=write.message_id,
+                               detail={"case_id": t.case_id, "thread_id": t.thread_id})
             if write.consent is not None:
-                await self._consent_effects(db, write.consent, t, peer=write.sender,
-                                            message_id=write.message_id, at=write.received_at,
-                                            source=write.sender)
+                self._consent_effects(db, write.consent, t, peer=write.sender,
+                                      message_id=write.message_id, at=write.received_at,
+                                      source=write.sender)
             return InboundResult(write.receipt, duplicate=False)
+
+        return await self._write(record)
 
     # ------------------------------------------------------------------ outbound
 
@@ -720,10 +750,11 @@ class SqliteStorage:
     ) -> int:
         """Queue a sealed envelope with its thread state, contents, disclosure and audit
         entry in one transaction; returns the outbox id."""
-        async with self._transaction() as db:
-            write = build(await self._load_thread(db, thread_id))
+
+        def enqueue(db: sqlite3.Connection) -> int:
+            write = build(self._load_thread(db, thread_id))
             t = write.thread
-            cursor = await db.execute(
+            cursor = db.execute(
                 "INSERT INTO outbox (destination, message_id, digest, envelope, case_id, "
                 "thread_id, created, expires, state, attempts, next_attempt_at, kind) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)",
@@ -732,14 +763,14 @@ class SqliteStorage:
             item_id = cursor.lastrowid
             if item_id is None:  # pragma: no cover - SQLite always sets it after an INSERT
                 raise StorageError("outbox insert returned no id")
-            await self._save_thread(db, t)
-            await db.execute(
+            self._save_thread(db, t)
+            db.execute(
                 "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
                 "at, content) VALUES (?, ?, 'out', ?, ?, ?, ?)",
                 (t.case_id, t.thread_id, write.destination, write.message_id, write.created,
                  write.content))
             if write.disclosure is not None:
-                await db.execute(
+                db.execute(
                     "INSERT INTO disclosures (participant, case_id, consent_id, categories, "
                     "message_id, at) VALUES (?, ?, ?, ?, ?, ?)",
                     (write.destination, t.case_id, write.disclosure.consent_id,
@@ -749,40 +780,41 @@ class SqliteStorage:
                                       "outbox_id": item_id}
             if write.actor is not None:
                 detail["by"] = write.actor
-            await self._append_audit(db, at=write.created, event=audit.SEND,
-                                     actor=write.destination, subject=write.message_id,
-                                     detail=detail)
+            self._append_audit(db, at=write.created, event=audit.SEND,
+                               actor=write.destination, subject=write.message_id,
+                               detail=detail)
             if write.consent is not None:
-                await self._consent_effects(db, write.consent, t, peer=write.destination,
-                                            message_id=write.message_id, at=write.created,
-                                            source="local")
+                self._consent_effects(db, write.consent, t, peer=write.destination,
+                                      message_id=write.message_id, at=write.created,
+                                      source="local")
             return item_id
+
+        return await self._write(enqueue)
 
     async def outbox_head(self, destination: str) -> OutboxItem | None:
         """The oldest queued envelope for ``destination``: FIFO per destination."""
-        async with self._reading() as db:
-            row = await (await db.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE destination = ? AND state = 'queued' "
-                "ORDER BY id LIMIT 1", (destination,))).fetchone()
+        row = await self._run(lambda db: db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE destination = ? AND state = 'queued' "
+            "ORDER BY id LIMIT 1", (destination,)).fetchone())
         return None if row is None else _outbox_item(row)
 
     async def outbox_destinations(self) -> list[str]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT DISTINCT destination FROM outbox WHERE state = 'queued' "
-                "ORDER BY destination")).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT DISTINCT destination FROM outbox WHERE state = 'queued' "
+            "ORDER BY destination").fetchall())
         return [row[0] for row in rows]
 
     async def outbox_next_wake(self, destination: str) -> int | None:
         """When the head of ``destination``'s queue next needs attention: its next attempt,
         or its expiry if that comes first. ``None`` if nothing is queued."""
-        head = await self.outbox_head(destination)
-        return None if head is None else min(head.next_attempt_at, head.expires)
+        row = await self._run(lambda db: db.execute(
+            "SELECT next_attempt_at, expires FROM outbox WHERE destination = ? "
+            "AND state = 'queued' ORDER BY id LIMIT 1", (destination,)).fetchone())
+        return None if row is None else min(row[0], row[1])
 
     async def outbox_item(self, item_id: int) -> OutboxItem | None:
-        async with self._reading() as db:
-            row = await (await db.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (item_id,))).fetchone()
+        row = await self._run(lambda db: db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (item_id,)).fetchone())
         return None if row is None else _outbox_item(row)
 
     async def outbox_items(self, *, state: str | None = None, destination: str | None = None,
@@ -795,66 +827,65 @@ class SqliteStorage:
             clauses.append("destination = ?")
             params.append(destination)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox {where} ORDER BY id LIMIT ?",
-                (*params, limit))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox {where} ORDER BY id LIMIT ?",
+            (*params, limit)).fetchall())
         return [_outbox_item(row) for row in rows]
 
     async def outbox_depths(self) -> dict[str, int]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT destination, COUNT(*) FROM outbox WHERE state = 'queued' "
-                "GROUP BY destination ORDER BY destination")).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT destination, COUNT(*) FROM outbox WHERE state = 'queued' "
+            "GROUP BY destination ORDER BY destination").fetchall())
         return {row[0]: row[1] for row in rows}
 
     async def mark_delivered(self, item_id: int, *, receipt: bytes, at: int) -> None:
-        async with self._transaction() as db:
-            row = await (await db.execute(
+        def mark(db: sqlite3.Connection) -> None:
+            row = db.execute(
                 "UPDATE outbox SET state = 'delivered', receipt = ?, finished_at = ?, "
                 "last_error = NULL WHERE id = ? AND state = 'queued' "
-                "RETURNING destination, message_id", (receipt, at, item_id))).fetchone()
+                "RETURNING destination, message_id", (receipt, at, item_id)).fetchone()
             if row is not None:  # already finished (a concurrent pass): nothing to record
-                await self._append_audit(db, at=at, event=audit.RECEIPT, actor=row[0],
-                                         subject=row[1], detail={"outcome": "accepted"})
+                self._append_audit(db, at=at, event=audit.RECEIPT, actor=row[0],
+                                   subject=row[1], detail={"outcome": "accepted"})
+
+        await self._write(mark)
 
     async def mark_dead(self, item_id: int, *, reason: str, receipt: bytes | None,
                         at: int) -> None:
-        async with self._transaction() as db:
-            row = await (await db.execute(
+        def mark(db: sqlite3.Connection) -> None:
+            row = db.execute(
                 "UPDATE outbox SET state = 'dead', receipt = ?, finished_at = ?, "
                 "last_error = ? WHERE id = ? AND state = 'queued' "
-                "RETURNING destination, message_id", (receipt, at, reason, item_id))).fetchone()
+                "RETURNING destination, message_id", (receipt, at, reason, item_id)).fetchone()
             if row is not None:
                 if receipt is not None:
-                    await self._append_audit(db, at=at, event=audit.RECEIPT, actor=row[0],
-                                             subject=row[1],
-                                             detail={"outcome": "rejected", "error": reason})
-                await self._append_audit(db, at=at, event=audit.DEAD_LETTER, actor=row[0],
-                                         subject=row[1], detail={"reason": reason})
+                    self._append_audit(db, at=at, event=audit.RECEIPT, actor=row[0],
+                                       subject=row[1],
+                                       detail={"outcome": "rejected", "error": reason})
+                self._append_audit(db, at=at, event=audit.DEAD_LETTER, actor=row[0],
+                                   subject=row[1], detail={"reason": reason})
+
+        await self._write(mark)
 
     async def schedule_retry(self, item_id: int, *, attempts: int, next_attempt_at: int,
                              last_error: str) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
-                "WHERE id = ? AND state = 'queued'",
-                (attempts, next_attempt_at, last_error, item_id))
+        await self._write(lambda db: db.execute(
+            "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
+            "WHERE id = ? AND state = 'queued'",
+            (attempts, next_attempt_at, last_error, item_id)))
 
     # ------------------------------------------------------------------ contents, erasure
 
     async def case_contents(self, case_id: str) -> list[StoredContent]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT direction, peer, message_id, case_id, thread_id, at, content "
-                "FROM case_contents WHERE case_id = ? ORDER BY at, id", (case_id,))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT direction, peer, message_id, case_id, thread_id, at, content "
+            "FROM case_contents WHERE case_id = ? ORDER BY at, id", (case_id,)).fetchall())
         return [StoredContent(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
 
     async def disclosures(self, case_id: str) -> list[DisclosureRecord]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT participant, case_id, consent_id, categories, message_id, at "
-                "FROM disclosures WHERE case_id = ? ORDER BY id", (case_id,))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT participant, case_id, consent_id, categories, message_id, at "
+            "FROM disclosures WHERE case_id = ? ORDER BY id", (case_id,)).fetchall())
         return [DisclosureRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5])
                 for r in rows]
 
@@ -862,22 +893,24 @@ class SqliteStorage:
         """Erase a case's contents and the inbound envelopes we could decrypt; keep ids,
         digests and receipts (so a redelivery still gets its original receipt and is not
         accepted again) and a tombstone. Then overwrite the WAL (rule 5)."""
-        async with self._transaction() as db:
-            contents = (await db.execute(
-                "DELETE FROM case_contents WHERE case_id = ?", (case_id,))).rowcount
-            envelopes = (await db.execute(
+
+        def erase(db: sqlite3.Connection) -> None:
+            contents = db.execute(
+                "DELETE FROM case_contents WHERE case_id = ?", (case_id,)).rowcount
+            envelopes = db.execute(
                 "UPDATE envelopes_in SET envelope = NULL, erased_at = ? "
-                "WHERE case_id = ? AND envelope IS NOT NULL", (at, case_id))).rowcount
-            await db.execute(
+                "WHERE case_id = ? AND envelope IS NOT NULL", (at, case_id)).rowcount
+            db.execute(
                 "INSERT INTO tombstones (case_id, erased_at, reason, contents_erased, "
                 "envelopes_erased) VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET "
                 "contents_erased = contents_erased + excluded.contents_erased, "
                 "envelopes_erased = envelopes_erased + excluded.envelopes_erased",
                 (case_id, at, reason, contents, envelopes))
-            await self._append_audit(db, at=at, event=audit.ERASE, actor=actor,
-                                     subject=case_id,
-                                     detail={"reason": reason, "contents": contents,
-                                             "envelopes": envelopes})
+            self._append_audit(db, at=at, event=audit.ERASE, actor=actor, subject=case_id,
+                               detail={"reason": reason, "contents": contents,
+                                       "envelopes": envelopes})
+
+        await self._write(erase)
         await self.checkpoint()
         tombstone = await self.tombstone(case_id)
         if tombstone is None:  # pragma: no cover - written in the transaction above
@@ -885,83 +918,87 @@ class SqliteStorage:
         return tombstone
 
     async def tombstone(self, case_id: str) -> Tombstone | None:
-        async with self._reading() as db:
-            row = await (await db.execute(
-                "SELECT case_id, erased_at, reason, contents_erased, envelopes_erased "
-                "FROM tombstones WHERE case_id = ?", (case_id,))).fetchone()
+        row = await self._run(lambda db: db.execute(
+            "SELECT case_id, erased_at, reason, contents_erased, envelopes_erased "
+            "FROM tombstones WHERE case_id = ?", (case_id,)).fetchone())
         return None if row is None else Tombstone(row[0], row[1], row[2], row[3], row[4])
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it to zero bytes."""
-        async with self._reading() as db:
-            row = await (await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")).fetchone()
+        row = await self._run(lambda db: db.execute(
+            "PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
         if row is not None and row[0] != 0:
             raise StorageError("WAL checkpoint could not complete (database busy)")
 
     # ------------------------------------------------------------------ consent store
 
-    async def _consent_effects(self, db: aiosqlite.Connection, effects: ConsentEffects,
-                               t: ThreadState, *, peer: str, message_id: str, at: int,
-                               source: str) -> None:
+    def _consent_effects(self, db: sqlite3.Connection, effects: ConsentEffects,
+                         t: ThreadState, *, peer: str, message_id: str, at: int,
+                         source: str) -> None:
         if effects.opening and effects.consent_id is not None:
-            await db.execute(
+            db.execute(
                 "INSERT INTO consents (thread_id, case_id, consent_id, direction, peer, "
                 "message_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (thread_id) DO NOTHING",
                 (t.thread_id, t.case_id, effects.consent_id,
                  "in" if source != "local" else "out", peer, message_id, at))
         if effects.withdrawn is not None:
-            await self._withdraw(db, effects.withdrawn[0], withdrawn_at=effects.withdrawn[1],
-                                 at=at, source=source)
+            self._withdraw(db, effects.withdrawn[0], withdrawn_at=effects.withdrawn[1],
+                           at=at, source=source)
         if effects.tombstone is not None and t.consent_id is not None:
-            await db.execute(
+            db.execute(
                 "INSERT INTO erasure_confirmations (thread_id, consent_id, participant, "
                 "message_id, confirmed_at, tombstone) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (thread_id) DO NOTHING",
                 (t.thread_id, t.consent_id, peer, message_id, at,
                  dump_json(effects.tombstone).decode("utf-8")))
 
-    async def _withdraw(self, db: aiosqlite.Connection, consent_id: str, *, withdrawn_at: int,
-                        at: int, source: str, actor: str | None = None) -> bool:
-        cursor = await db.execute(
+    def _withdraw(self, db: sqlite3.Connection, consent_id: str, *, withdrawn_at: int,
+                  at: int, source: str, actor: str | None = None) -> bool:
+        cursor = db.execute(
             "INSERT INTO withdrawn_consents (consent_id, withdrawn_at, recorded_at, source) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (consent_id) DO NOTHING",
             (consent_id, withdrawn_at, at, source))
         if cursor.rowcount:
-            await self._append_audit(db, at=at, event=AUDIT_WITHDRAW, actor=actor or source,
-                                     subject=consent_id, detail={"source": source})
+            self._append_audit(db, at=at, event=AUDIT_WITHDRAW, actor=actor or source,
+                               subject=consent_id, detail={"source": source})
         return bool(cursor.rowcount)
 
     async def record_withdrawal(self, consent_id: str, *, withdrawn_at: int, at: int,
                                 actor: str) -> bool:
         """Staff recorded her withdrawal here; ``False`` if it was already recorded."""
-        async with self._transaction() as db:
-            return await self._withdraw(db, consent_id, withdrawn_at=withdrawn_at, at=at,
-                                        source="local", actor=actor)
+        return await self._write(lambda db: self._withdraw(
+            db, consent_id, withdrawn_at=withdrawn_at, at=at, source="local", actor=actor))
 
     async def consents(self) -> list[StoredConsent]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT c.thread_id, c.case_id, c.consent_id, c.direction, c.peer, "
-                "c.message_id, k.at, k.content FROM consents c LEFT JOIN case_contents k "
-                "ON k.direction = c.direction AND k.peer = c.peer "
-                "AND k.message_id = c.message_id ORDER BY c.thread_id")).fetchall()
-        return [StoredConsent(r[0], r[1], r[2], None if r[7] is None else StoredContent(
-            r[3], r[4], r[5], r[1], r[0], r[6], bytes(r[7]))) for r in rows]
+        rows = await self._run(lambda db: db.execute(
+            f"{_CONSENT_SELECT} ORDER BY c.thread_id").fetchall())
+        return [_stored_consent(r) for r in rows]
+
+    async def consent(self, thread_id: str) -> StoredConsent | None:
+        """The consent behind one thread (``None``: the thread has no consent row)."""
+        row = await self._run(lambda db: db.execute(
+            f"{_CONSENT_SELECT} WHERE c.thread_id = ?", (thread_id,)).fetchone())
+        return None if row is None else _stored_consent(row)
+
+    async def recent_consents(self, limit: int) -> list[StoredConsent]:
+        """The consents of the ``limit`` threads recorded last (to warm a cache at start)."""
+        rows = await self._run(lambda db: db.execute(
+            f"{_CONSENT_SELECT} ORDER BY c.recorded_at DESC, c.rowid DESC LIMIT ?",
+            (limit,)).fetchall())
+        return [_stored_consent(r) for r in rows]
 
     async def withdrawn_consents(self) -> dict[str, int]:
         """Withdrawn consent ids and when she withdrew."""
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT consent_id, withdrawn_at FROM withdrawn_consents")).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT consent_id, withdrawn_at FROM withdrawn_consents").fetchall())
         return {r[0]: r[1] for r in rows}
 
     async def erasure_confirmations(self, consent_id: str) -> list[ErasureConfirmation]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT thread_id, consent_id, participant, message_id, confirmed_at, tombstone "
-                "FROM erasure_confirmations WHERE consent_id = ? ORDER BY thread_id",
-                (consent_id,))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT thread_id, consent_id, participant, message_id, confirmed_at, tombstone "
+            "FROM erasure_confirmations WHERE consent_id = ? ORDER BY thread_id",
+            (consent_id,)).fetchall())
         return [ErasureConfirmation(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
                 for r in rows]
 
@@ -970,19 +1007,22 @@ class SqliteStorage:
         """Dead-letter every queued row of a case except those of ``keep_kinds`` and drop
         their envelope bytes: after a withdrawal no queued data may leave the node."""
         marks = ", ".join("?" for _ in keep_kinds) or "NULL"
-        async with self._transaction() as db:
-            rows = await (await db.execute(
+
+        def cancel(db: sqlite3.Connection) -> list[CancelledItem]:
+            rows = db.execute(
                 "UPDATE outbox SET state = 'dead', envelope = x'', finished_at = ?, "
                 f"last_error = ? WHERE case_id = ? AND state = 'queued' AND "
                 f"(kind IS NULL OR kind NOT IN ({marks})) "
                 "RETURNING id, destination, message_id, thread_id, kind",
-                (at, reason, case_id, *keep_kinds))).fetchall()
+                (at, reason, case_id, *keep_kinds)).fetchall()
             items = [CancelledItem(r[0], r[1], r[2], r[3], r[4]) for r in rows]
             for item in sorted(items, key=lambda i: i.id):
-                await self._append_audit(db, at=at, event=audit.DEAD_LETTER,
-                                         actor=item.destination, subject=item.message_id,
-                                         detail={"reason": reason})
-        return items
+                self._append_audit(db, at=at, event=audit.DEAD_LETTER,
+                                   actor=item.destination, subject=item.message_id,
+                                   detail={"reason": reason})
+            return items
+
+        return await self._write(cancel)
 
     # ------------------------------------------------------------------ listings
 
@@ -996,18 +1036,16 @@ class SqliteStorage:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                f"SELECT {_THREAD_COLUMNS} FROM threads {where} "
-                "ORDER BY updated DESC, thread_id LIMIT ?", (*params, limit))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {_THREAD_COLUMNS} FROM threads {where} "
+            "ORDER BY updated DESC, thread_id LIMIT ?", (*params, limit)).fetchall())
         return [_thread(row) for row in rows]
 
     async def case_ids(self, *, limit: int = 1000) -> list[str]:
         """Cases, most recently active first."""
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT case_id FROM threads GROUP BY case_id ORDER BY MAX(updated) DESC, "
-                "case_id LIMIT ?", (limit,))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT case_id FROM threads GROUP BY case_id ORDER BY MAX(updated) DESC, "
+            "case_id LIMIT ?", (limit,)).fetchall())
         return [row[0] for row in rows]
 
     async def inbound_items(self, *, case_id: str | None = None,
@@ -1018,24 +1056,21 @@ class SqliteStorage:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                f"SELECT {_INBOUND_COLUMNS} FROM envelopes_in {where} "
-                "ORDER BY received_at, rowid", tuple(params))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {_INBOUND_COLUMNS} FROM envelopes_in {where} "
+            "ORDER BY received_at, rowid", tuple(params)).fetchall())
         return [_inbound_item(row) for row in rows]
 
     async def case_outbox(self, case_id: str) -> list[OutboxItem]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE case_id = ? ORDER BY id",
-                (case_id,))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE case_id = ? ORDER BY id",
+            (case_id,)).fetchall())
         return [_outbox_item(row) for row in rows]
 
     async def audit_page(self, *, after: int, limit: int) -> list[audit.AuditEntry]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT seq, at, event, actor, subject, detail, prev_hash, hash FROM audit "
-                "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT seq, at, event, actor, subject, detail, prev_hash, hash FROM audit "
+            "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall())
         return [audit.AuditEntry(r[0], r[1], r[2], r[3], r[4], _detail(r[5]), bytes(r[6]),
                                  bytes(r[7])) for r in rows]
 
@@ -1044,50 +1079,65 @@ class SqliteStorage:
     async def add_token(self, *, name: str, role: str, token_hash: bytes, at: int,
                         actor: str) -> None:
         """Store a token's hash; ``conflict`` if the name is taken."""
-        async with self._transaction() as db:
+
+        def add(db: sqlite3.Connection) -> None:
             try:
-                await db.execute(
-                    "INSERT INTO api_tokens (name, role, token_hash, created_at) "
-                    "VALUES (?, ?, ?, ?)", (name, role, token_hash, at))
+                db.execute("INSERT INTO api_tokens (name, role, token_hash, created_at) "
+                           "VALUES (?, ?, ?, ?)", (name, role, token_hash, at))
             except sqlite3.IntegrityError:
                 raise CasewayError(ErrorCode.CONFLICT, "a token with that name exists",
                                    section="name") from None
-            await self._append_audit(db, at=at, event=AUDIT_TOKEN, actor=actor, subject=name,
-                                     detail={"action": "create", "role": role})
+            self._append_audit(db, at=at, event=AUDIT_TOKEN, actor=actor, subject=name,
+                               detail={"action": "create", "role": role})
+
+        await self._write(add)
 
     async def token_by_hash(self, token_hash: bytes) -> tuple[ApiToken, bytes] | None:
-        async with self._reading() as db:
-            row = await (await db.execute(
-                "SELECT name, role, created_at, revoked_at, token_hash FROM api_tokens "
-                "WHERE token_hash = ?", (token_hash,))).fetchone()
+        row = await self._run(lambda db: db.execute(
+            "SELECT name, role, created_at, revoked_at, token_hash FROM api_tokens "
+            "WHERE token_hash = ?", (token_hash,)).fetchone())
         return None if row is None else (ApiToken(row[0], row[1], row[2], row[3]),
                                          bytes(row[4]))
 
     async def tokens(self) -> list[ApiToken]:
-        async with self._reading() as db:
-            rows = await (await db.execute(
-                "SELECT name, role, created_at, revoked_at FROM api_tokens "
-                "ORDER BY name")).fetchall()
+        rows = await self._run(lambda db: db.execute(
+            "SELECT name, role, created_at, revoked_at FROM api_tokens "
+            "ORDER BY name").fetchall())
         return [ApiToken(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def revoke_token(self, name: str, *, at: int, actor: str) -> ApiToken | None:
-        async with self._transaction() as db:
-            row = await (await db.execute(
+        def revoke(db: sqlite3.Connection) -> ApiToken | None:
+            row = db.execute(
                 "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ? "
-                "RETURNING name, role, created_at, revoked_at", (at, name))).fetchone()
+                "RETURNING name, role, created_at, revoked_at", (at, name)).fetchone()
             if row is None:
                 return None
-            await self._append_audit(db, at=at, event=AUDIT_TOKEN, actor=actor, subject=name,
-                                     detail={"action": "revoke", "role": row[1]})
-        return ApiToken(row[0], row[1], row[2], row[3])
+            self._append_audit(db, at=at, event=AUDIT_TOKEN, actor=actor, subject=name,
+                               detail={"action": "revoke", "role": row[1]})
+            return ApiToken(row[0], row[1], row[2], row[3])
+
+        return await self._write(revoke)
 
     async def row_counts(self) -> dict[str, int]:
-        async with self._reading() as db:
+        def count(db: sqlite3.Connection) -> dict[str, int]:
             counts = {}
             for table in TABLES:
-                row = await (await db.execute(f"SELECT COUNT(*) FROM {table}")).fetchone()
+                row = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
                 counts[table] = 0 if row is None else int(row[0])
-        return counts
+            return counts
+
+        return await self._run(count)
+
+
+_CONSENT_SELECT = (
+    "SELECT c.thread_id, c.case_id, c.consent_id, c.direction, c.peer, c.message_id, k.at, "
+    "k.content FROM consents c LEFT JOIN case_contents k ON k.direction = c.direction "
+    "AND k.peer = c.peer AND k.message_id = c.message_id")
+
+
+def _stored_consent(r: Sequence[Any]) -> StoredConsent:
+    return StoredConsent(r[0], r[1], r[2], None if r[7] is None else StoredContent(
+        r[3], r[4], r[5], r[1], r[0], r[6], bytes(r[7])))
 
 
 def _detail(text: str) -> dict[str, Any]:

@@ -22,12 +22,15 @@ Rules of this module:
    ``erasure_confirmation`` may skip sequence numbers used by cancelled messages; that
    rule is the protocol's (``lifecycle.MAY_SKIP_SEQUENCE``, SPEC.md §12.8), not the node's.
 6. :class:`NodeConsents` is the node's :class:`~caseway.protocol.policy.ConsentState`: a
-   synchronous in-memory view of the persisted consent store, loaded at start and updated
-   by the service right after each transaction that writes it.
+   synchronous, bounded in-memory view of the persisted consent store (all withdrawn ids;
+   an LRU of thread consents, loaded from storage on demand), updated by the service right
+   after each transaction that writes it.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
@@ -155,7 +158,7 @@ class CaseLifecycle:
 
 #: What a thread's consent becomes once the case is erased: the ids stay (so that C2,
 #: "withdrawn", keeps answering) and nothing else does.
-def _erased_consent(consent_id: str) -> ConsentRecord:
+def erased_consent(consent_id: str) -> ConsentRecord:
     empty: frozenset[str] = frozenset()
     return ConsentRecord(consent_id=consent_id, given_at=0, method="verbal", language="und",
                          interpreter_used=False, recorded_by="erased",
@@ -166,30 +169,144 @@ def _erased_consent(consent_id: str) -> ConsentRecord:
                          expires_at=1)
 
 
-class NodeConsents:
-    """The node's consent state (rule 6): the consent behind each thread, and the withdrawn
-    consent ids. Synchronous, because the policy runs inside ``seal``/``open``."""
+_erased_consent = erased_consent
 
-    def __init__(self) -> None:
-        self._threads: dict[str, ConsentRecord] = {}
+#: Thread consents kept in memory (a parsed record is ~2.6 kB): ~2.6 MB at most.
+DEFAULT_CONSENT_CACHE = 1024
+
+
+class ConsentNotLoaded(Exception):
+    """:meth:`NodeConsents.consent_for_thread` does not hold that thread's consent in memory.
+
+    Deliberately not a ``CasewayError``: a cache miss must never read as "no consent" (the
+    policy would refuse a valid message, or skip the onward-referral check). The service
+    catches it, loads the record from storage (:meth:`NodeConsents.pin`) and runs the
+    synchronous step again. The text carries no identifier."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__("thread consent not loaded")
+        self.thread_id = thread_id
+
+
+class NodeConsents:
+    """The node's consent state (rule 6), bounded in memory.
+
+    - Withdrawn consent ids: all of them, always (one short entry per withdrawal).
+    - The consent behind each thread: a bounded LRU of records (``capacity``), filled by
+      the service after each transaction that records one and from storage on demand,
+      plus the records *pinned* by operations in flight (loaded for that operation; a
+      pin holds until the operation ends, so eviction cannot undo a load mid-operation).
+
+    :meth:`consent_for_thread` is synchronous (the policy runs inside ``seal``/``open``):
+    for a thread it does not hold it raises :class:`ConsentNotLoaded` rather than guess.
+    ``None`` is a held answer: storage has no consent for that thread.
+
+    Thread-safe (one lock): ``seal_envelope`` runs inside the storage transaction, on the
+    database thread, while the event loop updates the view.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CONSENT_CACHE) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, ConsentRecord | None] = OrderedDict()
+        self._pinned: dict[str, list[Any]] = {}  # thread id -> [pins, record]
         self._withdrawn: dict[str, int] = {}
+        self._epoch = 0  # bumped by every update of a thread's record
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     # ConsentState
     def is_withdrawn(self, consent_id: str) -> bool:
         return consent_id in self._withdrawn
 
     def consent_for_thread(self, thread_id: str) -> ConsentRecord | None:
-        return self._threads.get(thread_id)
+        with self._lock:
+            pinned = self._pinned.get(thread_id)
+            if pinned is not None:
+                return pinned[1]  # type: ignore[no-any-return]
+            try:
+                record = self._cache[thread_id]
+            except KeyError:
+                raise ConsentNotLoaded(thread_id) from None
+            self._cache.move_to_end(thread_id)
+            return record
+
+    def holds(self, thread_id: str) -> bool:
+        with self._lock:
+            return thread_id in self._pinned or thread_id in self._cache
+
+    def held(self) -> int:
+        """Thread records held (cached and pinned): bounded by capacity + operations."""
+        with self._lock:
+            return len(self._cache.keys() | self._pinned.keys())
 
     # updates (called after the transaction that persisted them)
     def record_thread(self, thread_id: str, consent: ConsentRecord) -> None:
-        self._threads.setdefault(thread_id, consent)
+        """The thread's opening consent (the first one recorded stays, as in storage)."""
+        with self._lock:
+            pinned = self._pinned.get(thread_id)
+            current = pinned[1] if pinned is not None else self._cache.get(thread_id)
+            if current is None:
+                self._set(thread_id, consent)
 
     def record_erased(self, thread_id: str, consent_id: str) -> None:
-        self._threads[thread_id] = _erased_consent(consent_id)
+        with self._lock:
+            self._set(thread_id, erased_consent(consent_id))
 
     def withdraw(self, consent_id: str, withdrawn_at: int) -> None:
         self._withdrawn.setdefault(consent_id, withdrawn_at)
 
     def withdrawn_at(self, consent_id: str) -> int | None:
         return self._withdrawn.get(consent_id)
+
+    # loads from storage
+    @property
+    def epoch(self) -> int:
+        """Read before starting a load; pass to :meth:`pin` / :meth:`cache`."""
+        return self._epoch
+
+    def cache(self, thread_id: str, record: ConsentRecord | None, *, epoch: int) -> None:
+        """A record read from storage (at start): cached unless the view changed since."""
+        with self._lock:
+            if epoch == self._epoch and thread_id not in self._cache:
+                self._put(thread_id, record)
+
+    def pin(self, thread_id: str, record: ConsentRecord | None, *, epoch: int) -> None:
+        """Hold a record read from storage until :meth:`unpin`. If the view was updated
+        while it was read, what the view holds now wins over what was read."""
+        with self._lock:
+            pinned = self._pinned.get(thread_id)
+            if pinned is not None:
+                pinned[0] += 1
+                return
+            if epoch != self._epoch and thread_id in self._cache:
+                record = self._cache[thread_id]
+            elif epoch == self._epoch:
+                self._put(thread_id, record)
+            self._pinned[thread_id] = [1, record]
+
+    def unpin(self, thread_id: str) -> None:
+        with self._lock:
+            pinned = self._pinned.get(thread_id)
+            if pinned is None:
+                return
+            pinned[0] -= 1
+            if pinned[0] <= 0:
+                del self._pinned[thread_id]
+
+    def _set(self, thread_id: str, record: ConsentRecord | None) -> None:
+        self._epoch += 1
+        pinned = self._pinned.get(thread_id)
+        if pinned is not None:
+            pinned[1] = record
+        self._put(thread_id, record)
+
+    def _put(self, thread_id: str, record: ConsentRecord | None) -> None:
+        self._cache[thread_id] = record
+        self._cache.move_to_end(thread_id)
+        while len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)

@@ -62,7 +62,8 @@ PINNED = b64encode(generate_signing_key().public_key)
 
 
 def init_pinned(home: Path, participant: str = EMBASSY) -> int:
-    return init(home, participant, "--authority-key", PINNED)
+    # The "=" form: a base64url key may start with "-", which argparse would take for an option.
+    return init(home, participant, f"--authority-key={PINNED}")
 
 
 # --------------------------------------------------------------------------- init

@@ -47,7 +47,8 @@ from caseway.protocol import crypto
 from caseway.protocol.encoding import b64decode, b64encode
 from caseway.protocol.policy import ReferralPolicy
 
-from conftest import LOOPBACK, Keys
+from conftest import Keys
+from loopback_node import LOOPBACK
 
 TARGET = "conformance-target"
 ROOT = Path(__file__).parent.parent

@@ -178,3 +178,108 @@ def test_storage_cipher_binds_a_blob_to_its_row() -> None:
         StorageCipher(os.urandom(32)).open(blob, row_id=row)
     with pytest.raises(StorageCipherError):
         cipher.open(blob[:-1] + bytes([blob[-1] ^ 1]), row_id=row)
+
+
+# ----------------------------------------------------------------------------- one hop
+
+
+async def test_run_executes_on_the_aiosqlite_worker_thread(storage: SqliteStorage) -> None:
+    """``SqliteStorage._run`` relies on aiosqlite's private ``Connection._execute`` and
+    ``Connection._conn``. If an aiosqlite upgrade renames or changes them, this fails
+    loudly here rather than somewhere in the node."""
+    import threading
+
+    import aiosqlite
+
+    assert hasattr(aiosqlite.Connection, "_execute"), "aiosqlite private API changed"
+    assert isinstance(aiosqlite.Connection.__dict__.get("_conn"), property), \
+        "aiosqlite private API changed"
+    loop_thread = threading.get_ident()
+
+    def probe(db: sqlite3.Connection) -> tuple[int, int, bool]:
+        assert isinstance(db, sqlite3.Connection)
+        value = db.execute("SELECT 41 + 1").fetchone()[0]
+        return threading.get_ident(), value, db.in_transaction
+
+    ident, value, in_transaction = await storage._run(probe)
+    assert value == 42 and not in_transaction
+    assert ident != loop_thread
+    # The same worker thread every time (sqlite3 connections are bound to their thread).
+    assert (await storage._run(probe))[0] == ident
+
+    def fail(db: sqlite3.Connection) -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        await storage._run(fail)
+
+
+async def test_a_write_runs_as_one_transaction_in_one_hop(storage: SqliteStorage) -> None:
+    seen: list[bool] = []
+
+    def write(db: sqlite3.Connection) -> int:
+        seen.append(db.in_transaction)
+        db.execute("INSERT INTO api_tokens (name, role, token_hash, created_at) "
+                   "VALUES ('a', 'staff', x'01', 1)")
+        return 7
+
+    assert await storage._write(write) == 7
+    assert seen == [True]
+    assert (await storage.row_counts())["api_tokens"] == 1
+
+    def write_then_fail(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO api_tokens (name, role, token_hash, created_at) "
+                   "VALUES ('b', 'staff', x'02', 1)")
+        raise RuntimeError("after a statement")
+
+    with pytest.raises(RuntimeError):
+        await storage._write(write_then_fail)
+    assert (await storage.row_counts())["api_tokens"] == 1
+    # The connection is usable afterwards (the failed transaction was rolled back).
+    assert await storage._run(lambda db: db.in_transaction) is False
+
+
+async def test_the_build_callback_runs_inside_the_transaction(storage: SqliteStorage) -> None:
+    # `build` sees the thread state read in the same transaction, and a failure in it
+    # leaves nothing behind (the lifecycle decision is atomic with the write, rule 6).
+    await storage.record_inbound(sender="peer-a", message_id="m1", digest=b"d" * 32,
+                                 thread_id="t1", build=lambda _: inbound("m1"))
+    states: list[ThreadState | None] = []
+
+    def build(current: ThreadState | None) -> InboundWrite:
+        states.append(current)
+        return inbound("m2", digest=b"e" * 32)
+
+    await storage.record_inbound(sender="peer-a", message_id="m2", digest=b"e" * 32,
+                                 thread_id="t1", build=build)
+    assert states and states[0] is not None and states[0].thread_id == "t1"
+
+
+async def test_concurrent_writes_are_serialised(storage: SqliteStorage) -> None:
+    import asyncio
+
+    ids = await asyncio.gather(*(
+        storage.enqueue(thread_id=f"t-m{i}", build=lambda _, i=i: outbound(f"m{i}"))
+        for i in range(50)))
+    assert sorted(ids) == list(range(1, 51))
+    entries = [e async for e in storage.audit_entries(batch=7)]
+    assert [e.seq for e in entries] == list(range(1, 51))
+
+
+async def test_consent_rows_read_one_thread_and_the_most_recent(
+        storage: SqliteStorage) -> None:
+    from caseway.node.storage import ConsentEffects
+
+    for i in range(3):
+        write = outbound(f"m{i}")
+        write = OutboundWrite(write.destination, write.message_id, write.digest,
+                              write.envelope, NOW + i, write.expires, write.thread,
+                              write.content, write.disclosure, "referral",
+                              ConsentEffects(opening=True, consent_id=f"consent-{i}"))
+        await storage.enqueue(thread_id=f"t-m{i}", build=lambda _, w=write: w)
+    one = await storage.consent("t-m1")
+    assert one is not None and one.consent_id == "consent-1"
+    assert one.opening is not None and one.opening.blob == b"sealed"
+    assert await storage.consent("t-none") is None
+    assert [c.thread_id for c in await storage.recent_consents(2)] == ["t-m2", "t-m1"]
+    assert len(await storage.consents()) == 3

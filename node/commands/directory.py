@@ -89,7 +89,8 @@ def _directory_argument(parser: argparse.ArgumentParser) -> None:
 def _trust_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--authority-key", action="append", default=[], metavar="KEY",
                         help="pinned authority public key (base64url) or a file holding it; "
-                        f"repeatable (default ${AUTHORITY_KEY_ENV})")
+                        f"repeatable (default ${AUTHORITY_KEY_ENV}); write --authority-key=KEY "
+                        "when the key starts with '-'")
     parser.add_argument("--grace", type=int, default=DIRECTORY_GRACE_SECONDS,
                         help=argparse.SUPPRESS)
     parser.add_argument("--at", type=int, default=None, metavar="UNIX_SECONDS",

@@ -87,7 +87,8 @@ def register(sub: Any) -> None:
                       "(default: from --federation-listen)")
     init.add_argument("--authority-key", action="append", default=[], metavar="KEY",
                       help="directory authority public key to trust (base64url, or "
-                      "authority.pub.json); repeatable")
+                      "authority.pub.json); repeatable; write --authority-key=KEY when the "
+                      "key starts with '-'")
     init.add_argument("--directory", type=Path, metavar="FILE",
                       help="signed directory to install (checked against --authority-key)")
     init.add_argument("--profile", type=Path, metavar="FILE",
