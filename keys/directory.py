@@ -30,7 +30,12 @@ from typing import Any
 
 from caseway import schemas
 from caseway.protocol import crypto
-from caseway.protocol.encoding import b64decode, b64encode, dump_json, parse_json
+from caseway.protocol.encoding import (
+    b64decode,
+    dump_json,
+    dump_signed,
+    parse_json,
+)
 from caseway.protocol.envelope import parse_signed
 from caseway.protocol.errors import CasewayError, ErrorCode
 
@@ -126,8 +131,7 @@ class Directory:
 
     def to_bytes(self) -> bytes:
         """The signed wire form (the same bytes that were verified, re-wrapped)."""
-        return dump_json({"protected": b64encode(self.protected),
-                          "signature": b64encode(self.signature)})
+        return dump_signed(self.protected, self.signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +340,7 @@ def sign_directory(document: Mapping[str, Any], authority: crypto.SigningKeyPair
     parse_document(ordered)
     protected = dump_json(ordered)
     signature = authority.sign(crypto.DIRECTORY_LABEL, protected)
-    data = dump_json({"protected": b64encode(protected), "signature": b64encode(signature)})
+    data = dump_signed(protected, signature)
     if len(data) > MAX_DIRECTORY_BYTES:
         raise CasewayError(ErrorCode.TOO_LARGE, f"signed directory longer than "
                            f"{MAX_DIRECTORY_BYTES} bytes")

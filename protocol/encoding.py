@@ -143,7 +143,23 @@ def dump_json(value: Any) -> bytes:
 
 def b64encode(data: bytes) -> str:
     """Unpadded base64url (RFC 4648 §5)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return b64encode_ascii(data).decode("ascii")
+
+
+def b64encode_ascii(data: bytes) -> bytes:
+    """Unpadded base64url as ASCII bytes (no intermediate ``str`` for large values)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def dump_signed(protected: bytes, signature: bytes) -> bytes:
+    """The outer signed form ``{"protected":…,"signature":…}`` as compact JSON bytes.
+
+    Byte-identical to ``dump_json({"protected": b64encode(protected), ...})`` (base64url
+    never needs JSON escaping), without holding the whole value as a ``str`` twice over:
+    for a 1 MiB envelope that is two fewer whole copies at the sender's peak.
+    """
+    return b"".join((b'{"protected":"', b64encode_ascii(protected), b'","signature":"',
+                     b64encode_ascii(signature), b'"}'))
 
 
 _B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -164,7 +180,9 @@ def b64decode(text: object, *, length: int | None = None, field: str = "value") 
     if remainder == 1 or "+" in text or "/" in text or "=" in text:
         raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: not unpadded base64url")
     try:
-        ascii_text = text.encode("ascii").translate(_TO_STANDARD) + b"=" * (-remainder % 4)
+        ascii_text = text.encode("ascii").translate(_TO_STANDARD)
+        if remainder:  # only then: a whole-size copy of a large value is not free
+            ascii_text += b"=" * (4 - remainder)
         raw = binascii.a2b_base64(ascii_text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise CasewayError(ErrorCode.BAD_ENCODING, f"{field}: not unpadded base64url") from None

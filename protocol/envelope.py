@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from . import crypto
-from .encoding import b64decode, b64encode, dump_json, parse_json
+from .encoding import b64decode, b64encode, dump_json, dump_signed, parse_json
 from .errors import CasewayError, ErrorCode
 
 VERSION = 1
@@ -124,10 +124,13 @@ class SealedEnvelope:
 
 @dataclass(frozen=True, slots=True)
 class OpenedEnvelope:
+    """An envelope that passed every check. ``header.ciphertext`` is empty: the ciphertext
+    is released as soon as it is decrypted (a large envelope would otherwise be held in
+    several whole forms at once)."""
+
     header: Header
     message: dict[str, Any]
     digest: bytes
-    protected: bytes  # the exact signed header bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,7 @@ def seal_envelope(
         raise CasewayError(ErrorCode.TOO_LARGE, f"message longer than {MAX_PLAINTEXT_BYTES} "
                            "bytes")
     ciphertext = crypto.sealed_box_seal(inner, recipient_public_key, ephemeral_secret)
+    del inner  # sealed: keep one whole copy of the message fewer alive (large envelopes)
     header = Header(VERSION, mid, created, expires, sender.participant,
                     sender.signing.key_id, recipient, crypto.key_id(recipient_public_key),
                     ciphertext)
@@ -180,7 +184,7 @@ def seal_envelope(
         "ciphertext": b64encode(ciphertext),
     })
     signature = sender.signing.sign(crypto.ENVELOPE_LABEL, protected)
-    data = dump_json({"protected": b64encode(protected), "signature": b64encode(signature)})
+    data = dump_signed(protected, signature)
     if len(data) > MAX_ENVELOPE_BYTES:
         raise CasewayError(ErrorCode.TOO_LARGE, f"envelope longer than {MAX_ENVELOPE_BYTES} "
                            "bytes")
@@ -262,6 +266,9 @@ def open_envelope(
     public_key = keys.signing_key(header.sender, header.sender_key, header.created)
     # 6. signature over the bytes received
     crypto.verify(public_key, crypto.ENVELOPE_LABEL, protected, signature)
+    # Verified: the signed bytes are not needed again. A large envelope is otherwise held in
+    # several whole forms at once (envelope, header bytes, ciphertext, plaintext, message).
+    del protected
     # 7. addressed to me, with a key I hold
     if header.recipient != me.participant:
         raise CasewayError(ErrorCode.NOT_FOR_ME, "recipient is another participant")
@@ -278,8 +285,10 @@ def open_envelope(
         raise CasewayError(ErrorCode.REPLAYED)
     # 10. decrypt
     plaintext = crypto.sealed_box_open(header.ciphertext, keypair)
+    header = replace(header, ciphertext=b"")  # decrypted: release the largest copy early
     # 11. inner binding
     inner = parse_json(plaintext, max_bytes=MAX_PLAINTEXT_BYTES)
+    del plaintext
     if not isinstance(inner, dict) or set(inner) != set(INNER_FIELDS):
         raise CasewayError(ErrorCode.SCHEMA_INVALID, "inner plaintext fields wrong")
     if inner["v"] != VERSION or type(inner["v"]) is not int:
@@ -295,4 +304,4 @@ def open_envelope(
         raise CasewayError(ErrorCode.SCHEMA_INVALID, "message must be an object")
     # 12–13. message schema, then consent / firewall rules
     policy.check_incoming(message, sender=header.sender, recipient=header.recipient, now=now)
-    return OpenedEnvelope(header, message, crypto.digest(data), protected)
+    return OpenedEnvelope(header, message, crypto.digest(data))

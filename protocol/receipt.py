@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from . import crypto
-from .encoding import b64decode, b64encode, dump_json, parse_json
+from .encoding import b64decode, b64encode, dump_json, dump_signed, parse_json
 from .envelope import VERSION, KeyResolver, _check_participant, parse_signed
 from .errors import CasewayError, ErrorCode
 
@@ -74,7 +74,7 @@ def sign_receipt(
         "error": None if error is None else error.value,
     })
     signature = signer.sign(crypto.RECEIPT_LABEL, protected)
-    return dump_json({"protected": b64encode(protected), "signature": b64encode(signature)})
+    return dump_signed(protected, signature)
 
 
 def parse_receipt_unverified(data: bytes) -> tuple[Receipt, bytes, bytes]:

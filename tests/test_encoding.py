@@ -102,3 +102,11 @@ def test_arbitrary_bytes_parse_or_raise_typed(data: bytes) -> None:
         parse_json(data, max_bytes=1000)
     except CasewayError as exc:
         assert exc.code in (ErrorCode.MALFORMED, ErrorCode.TOO_LARGE)
+
+
+@given(st.binary(max_size=300), st.binary(min_size=64, max_size=64))
+def test_dump_signed_is_byte_identical_to_dump_json(protected: bytes, signature: bytes) -> None:
+    from caseway.protocol.encoding import dump_signed
+
+    assert dump_signed(protected, signature) == dump_json(
+        {"protected": b64encode(protected), "signature": b64encode(signature)})
