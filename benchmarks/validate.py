@@ -11,11 +11,14 @@ call) of:
   ``caseway.schemas.validator``, whose ``$ref``s resolve through the ``referencing``
   registry on every use;
 - ``schema: bundled``: the same documents with every ``$ref`` inlined, compiled once
-  (``caseway.protocol.messages.bundled_validator``, what ``validate_message`` uses);
+  (``caseway.protocol.messages.bundled_validator``; ``validate_message`` uses it only to
+  explain a refusal);
 - ``schema: bundled, is_valid``: its ``is_valid`` fast path (stops at the first error);
 - ``schema: bundled, no formats``: without the ``date`` format checker;
 - ``schema: fresh validator``: bundling and building a validator per call (no caching);
-- ``validate_message``: bundled schema plus the inline-attachment digest checks;
+- ``schema: jsonschema-rs``: the compiled validator over the same bundled schema, which
+  decides the accept path of ``validate_message`` (``fast_validator``);
+- ``validate_message``: jsonschema-rs plus the inline-attachment digest checks;
 - ``policy.check_incoming``: validate_message plus consent and firewall;
 - ``open + ReferralPolicy``: everything a receiver does before the lifecycle.
 
@@ -40,7 +43,12 @@ from caseway.protocol.consent import ConsentRecord
 from caseway.protocol.crypto import EncryptionKeyPair, SigningKeyPair
 from caseway.protocol.encoding import dump_json
 from caseway.protocol.envelope import EnvelopeLayerOnly, Sender, open_envelope, seal_envelope
-from caseway.protocol.messages import _inline, bundled_validator, validate_message
+from caseway.protocol.messages import (
+    _inline,
+    bundled_validator,
+    fast_validator,
+    validate_message,
+)
 from caseway.protocol.policy import InMemoryConsentState, ReferralPolicy, StaticSectors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +104,7 @@ def main() -> None:
 
     registry = schemas.validator("referral")
     bundled = bundled_validator("referral")
+    fast = fast_validator("referral")
     no_formats = Draft202012Validator(bundled.schema)
 
     def fresh() -> None:
@@ -112,6 +121,7 @@ def main() -> None:
         ("schema: bundled, is_valid", lambda: bundled.is_valid(SAMPLE)),
         ("schema: bundled, no formats", lambda: list(no_formats.iter_errors(SAMPLE))),
         ("schema: fresh validator", fresh),
+        ("schema: jsonschema-rs", lambda: fast.is_valid(SAMPLE)),
         ("validate_message", lambda: validate_message(SAMPLE)),
         ("policy.check_incoming", lambda: policy.check_incoming(
             SAMPLE, sender="ph-embassy-kl", recipient="ph-shelter-manila", now=NOW)),
