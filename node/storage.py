@@ -24,11 +24,21 @@ or a read) is one synchronous function run on aiosqlite's worker thread
 (:meth:`SqliteStorage._run`): one thread hop per operation instead of one per statement.
 That thread runs one function at a time, so two operations never interleave inside a
 transaction. SQLite has a single writer anyway.
+
+Group commit (inbound only): :meth:`SqliteStorage.record_inbound` calls that arrive while
+an earlier group is being written are stored together in ONE transaction (one fsync), each
+inside its own ``SAVEPOINT``, in arrival order. A member that fails (``replayed``, a
+lifecycle refusal, any exception) is rolled back to its savepoint alone; its neighbours are
+kept. No member's call returns before the group's ``COMMIT`` has returned; if ``BEGIN`` or
+``COMMIT`` fails, every member fails and nothing of the group is stored (rule 3 holds for
+each member).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -47,6 +57,8 @@ from .threads import Disclosure, ThreadState
 _T = TypeVar("_T")
 
 QUEUED, DELIVERED, DEAD = "queued", "delivered", "dead"
+#: At most this many inbound envelopes share one transaction (group commit).
+INBOUND_GROUP_MAX = 64
 #: Audit events added with the local API (audit.py keeps the original six).
 AUDIT_WITHDRAW = "withdraw"  # a consent was recorded as withdrawn (by staff or a peer)
 AUDIT_TOKEN = "token"  # an API token was created or revoked
@@ -494,6 +506,18 @@ def _inbound_item(row: Sequence[Any]) -> InboundItem:
                        row[7] is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class _InboundRequest:
+    """One queued :meth:`SqliteStorage.record_inbound` call (group commit)."""
+
+    sender: str
+    message_id: str
+    digest: bytes
+    thread_id: str
+    build: Callable[[ThreadState | None], InboundWrite]
+    future: asyncio.Future[InboundResult]
+
+
 class SqliteStorage:
     """:class:`Storage` on SQLite through aiosqlite (see the module rules).
 
@@ -508,6 +532,12 @@ class SqliteStorage:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        # Group commit of inbound envelopes (see the module docstring): callers queue their
+        # arguments with a future; one writer task, started on the first call and stopped
+        # by close(), stores whatever is queued in one transaction per group.
+        self._inbound_queue: asyncio.Queue[_InboundRequest | None] = asyncio.Queue()
+        self._inbound_writer: asyncio.Task[None] | None = None
+        self._closing = False
 
     @classmethod
     async def open(cls, path: Path | str, *, read_only: bool = False) -> SqliteStorage:
@@ -559,7 +589,16 @@ class SqliteStorage:
         return storage
 
     async def close(self) -> None:
-        # Queued after every operation already submitted (the worker runs them in order).
+        # Inbound requests already queued are written (or failed) before the writer stops;
+        # new ones are refused. Then the connection closes, queued after every operation
+        # already submitted (the worker runs them in order).
+        self._closing = True
+        writer = self._inbound_writer
+        if writer is not None and not writer.done():
+            self._inbound_queue.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        self._fail_queued(StorageError("storage closed"))
         await self._db.close()
 
     # ------------------------------------------------------------------ one hop per operation
@@ -709,39 +748,142 @@ class SqliteStorage:
         entry, or return the original receipt if the same bytes are already stored.
 
         The duplicate check is repeated here, inside the write transaction, because two
-        deliveries of one envelope can pass the caller's early check concurrently.
+        deliveries of one envelope can pass the caller's early check concurrently (or
+        share one group: the second then sees the first's rows).
         Different bytes under a stored (sender, id) are ``replayed``.
+
+        Group commit: the call is queued and written with the others pending at that
+        moment in one transaction, each in its own savepoint; it returns (or raises its
+        own error) only after that transaction's ``COMMIT`` returned. If the group's
+        ``BEGIN``/``COMMIT`` fails, every member raises that failure and none is stored.
+        A caller cancelled before its group starts is dropped (nothing stored); once the
+        group started, it is written and only the answer is dropped.
         """
+        if self._closing:
+            raise StorageError("storage closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[InboundResult] = loop.create_future()
+        self._inbound_queue.put_nowait(
+            _InboundRequest(sender, message_id, digest, thread_id, build, future))
+        if self._inbound_writer is None or self._inbound_writer.done():
+            self._inbound_writer = loop.create_task(self._write_inbound_groups())
+        return await future
 
-        def record(db: sqlite3.Connection) -> InboundResult:
-            existing = self._inbound(db, sender, message_id)
-            if existing is not None:
-                if existing.digest != digest:
-                    raise CasewayError(ErrorCode.REPLAYED)
-                return InboundResult(existing.receipt, duplicate=True)
-            write = build(self._load_thread(db, thread_id))
-            t = write.thread
-            db.execute(
-                "INSERT INTO envelopes_in (sender, message_id, digest, envelope, received_at, "
-                "receipt, case_id, thread_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (write.sender, write.message_id, write.digest, write.envelope,
-                 write.received_at, write.receipt, t.case_id, t.thread_id, write.kind))
-            self._save_thread(db, t)
-            db.execute(
-                "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
-                "at, content) VALUES (?, ?, 'in', ?, ?, ?, ?)",
-                (t.case_id, t.thread_id, write.sender, write.message_id, write.received_at,
-                 write.content))
-            self._append_audit(db, at=write.received_at, event=audit.RECEIVE,
-                               actor=write.sender, subject=write.message_id,
-                               detail={"case_id": t.case_id, "thread_id": t.thread_id})
-            if write.consent is not None:
-                self._consent_effects(db, write.consent, t, peer=write.sender,
-                                      message_id=write.message_id, at=write.received_at,
-                                      source=write.sender)
-            return InboundResult(write.receipt, duplicate=False)
+    async def _write_inbound_groups(self) -> None:
+        """The writer task: one group (everything queued, up to INBOUND_GROUP_MAX) per
+        transaction, in arrival order, until close() queues the stop marker."""
+        queue = self._inbound_queue
+        group: list[_InboundRequest] = []
+        try:
+            while True:
+                first = await queue.get()
+                if first is None:
+                    return
+                group = [first]
+                stop = False
+                while len(group) < INBOUND_GROUP_MAX and not queue.empty():
+                    item = queue.get_nowait()
+                    if item is None:
+                        stop = True
+                        break
+                    group.append(item)
+                members = [r for r in group if not r.future.done()]  # drop cancelled callers
+                if members:
+                    try:
+                        outcomes = await self._run(
+                            functools.partial(self._inbound_group, members=members))
+                    except Exception as exc:  # BEGIN/COMMIT failed: every member fails
+                        for r in members:
+                            if not r.future.done():
+                                r.future.set_exception(exc)
+                    else:
+                        for r, outcome in zip(members, outcomes, strict=True):
+                            if r.future.done():
+                                continue
+                            if isinstance(outcome, BaseException):
+                                r.future.set_exception(outcome)
+                            else:
+                                r.future.set_result(outcome)
+                group = []
+                if stop:
+                    return
+        finally:
+            # Cancelled (or a bug): nobody may wait forever. A group cut off here may still
+            # commit on the worker thread; its members are told it failed, never accepted.
+            failure = StorageError("inbound writer stopped")
+            for r in group:
+                if not r.future.done():
+                    r.future.set_exception(failure)
+            self._fail_queued(failure)
 
-        return await self._write(record)
+    def _fail_queued(self, failure: Exception) -> None:
+        while not self._inbound_queue.empty():
+            item = self._inbound_queue.get_nowait()
+            if item is not None and not item.future.done():
+                item.future.set_exception(failure)
+
+    def _inbound_group(self, db: sqlite3.Connection, members: Sequence[_InboundRequest],
+                       ) -> list[InboundResult | Exception]:
+        """One transaction for a group, on the database thread. A member's own failure is
+        rolled back to its savepoint and returned as its outcome; a failure of the group
+        (BEGIN, COMMIT, or a member error after which the transaction cannot continue) is
+        raised, after rolling everything back, and fails every member."""
+        outcomes: list[InboundResult | Exception] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for r in members:
+                db.execute("SAVEPOINT member")
+                try:
+                    outcome: InboundResult | Exception = self._record_inbound(
+                        db, r.sender, r.message_id, r.digest, r.thread_id, r.build)
+                except Exception as exc:
+                    # Some SQLite errors (disk full, I/O) roll back the whole transaction
+                    # on their own: then the members before this one are gone too, and the
+                    # group must fail as a whole.
+                    if not db.in_transaction:
+                        raise
+                    db.execute("ROLLBACK TO member")
+                    outcome = exc
+                db.execute("RELEASE member")
+                outcomes.append(outcome)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    def _record_inbound(self, db: sqlite3.Connection, sender: str, message_id: str,
+                        digest: bytes, thread_id: str,
+                        build: Callable[[ThreadState | None], InboundWrite]) -> InboundResult:
+        """One envelope's rows (inside a transaction): duplicate check, build, inserts."""
+        existing = self._inbound(db, sender, message_id)
+        if existing is not None:
+            if existing.digest != digest:
+                raise CasewayError(ErrorCode.REPLAYED)
+            return InboundResult(existing.receipt, duplicate=True)
+        write = build(self._load_thread(db, thread_id))
+        t = write.thread
+        db.execute(
+            "INSERT INTO envelopes_in (sender, message_id, digest, envelope, received_at, "
+            "receipt, case_id, thread_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (write.sender, write.message_id, write.digest, write.envelope,
+             write.received_at, write.receipt, t.case_id, t.thread_id, write.kind))
+        self._save_thread(db, t)
+        db.execute(
+            "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
+            "at, content) VALUES (?, ?, 'in', ?, ?, ?, ?)",
+            (t.case_id, t.thread_id, write.sender, write.message_id, write.received_at,
+             write.content))
+        self._append_audit(db, at=write.received_at, event=audit.RECEIVE,
+                           actor=write.sender, subject=write.message_id,
+                           detail={"case_id": t.case_id, "thread_id": t.thread_id})
+        if write.consent is not None:
+            self._consent_effects(db, write.consent, t, peer=write.sender,
+                                  message_id=write.message_id, at=write.received_at,
+                                  source=write.sender)
+        return InboundResult(write.receipt, duplicate=False)
 
     # ------------------------------------------------------------------ outbound
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from caseway.node.storage import (
     SCHEMA_VERSION,
+    InboundResult,
     InboundWrite,
     OutboundWrite,
     SqliteStorage,
@@ -283,3 +286,125 @@ async def test_consent_rows_read_one_thread_and_the_most_recent(
     assert await storage.consent("t-none") is None
     assert [c.thread_id for c in await storage.recent_consents(2)] == ["t-m2", "t-m1"]
     assert len(await storage.consents()) == 3
+
+
+# ----------------------------------------------------------------------------- group commit
+
+
+async def _trace(storage: SqliteStorage) -> list[str]:
+    """Every SQL statement the connection runs from now on (to count transactions)."""
+    statements: list[str] = []
+    await storage._run(lambda db: db.set_trace_callback(statements.append))
+    return statements
+
+
+def _record(storage: SqliteStorage, message_id: str, digest: bytes = b"d" * 32,
+            build: Callable[[ThreadState | None], InboundWrite] | None = None,
+            ) -> Coroutine[Any, Any, InboundResult]:
+    return storage.record_inbound(
+        sender="peer-a", message_id=message_id, digest=digest, thread_id="t1",
+        build=build or (lambda _: inbound(message_id, digest=digest)))
+
+
+async def _outcomes(*calls: Coroutine[Any, Any, InboundResult]) -> list[Any]:
+    import asyncio
+
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def test_a_failing_member_is_rolled_back_alone_and_its_group_commits(
+        storage: SqliteStorage) -> None:
+    stored = await _record(storage, "m0")
+    # A member that fails after its first row was written (the envelope row is inserted,
+    # then its contents insert aborts): only its savepoint is rolled back.
+    await storage._run(lambda db: db.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON case_contents WHEN NEW.message_id = 'bad' "
+        "BEGIN SELECT RAISE(ABORT, 'poison'); END"))
+    statements = await _trace(storage)
+
+    def refuse(_: ThreadState | None) -> InboundWrite:
+        raise CasewayError(ErrorCode.INVALID_TRANSITION)
+
+    m1, replayed, refused, bad, m3 = await _outcomes(
+        _record(storage, "m1"), _record(storage, "m0", digest=b"x" * 32),
+        _record(storage, "m2", build=refuse), _record(storage, "bad"), _record(storage, "m3"))
+    assert statements.count("BEGIN IMMEDIATE") == 1 and statements.count("COMMIT") == 1
+    assert not m1.duplicate and not m3.duplicate
+    assert isinstance(replayed, CasewayError) and replayed.code is ErrorCode.REPLAYED
+    assert isinstance(refused, CasewayError) and refused.code is ErrorCode.INVALID_TRANSITION
+    assert isinstance(bad, sqlite3.IntegrityError)
+    assert [i.message_id for i in await storage.inbound_items()] == ["m0", "m1", "m3"]
+    counts = await storage.row_counts()
+    assert (counts["envelopes_in"], counts["case_contents"], counts["audit"]) == (3, 3, 3)
+    kept = await storage.inbound("peer-a", "m0")
+    assert kept is not None and kept.receipt == stored.receipt and kept.digest == b"d" * 32
+
+
+async def test_duplicates_in_one_group_store_once_and_share_the_receipt(
+        storage: SqliteStorage) -> None:
+    statements = await _trace(storage)
+    first, second, other = await _outcomes(
+        _record(storage, "m1"), _record(storage, "m1", build=_never),
+        _record(storage, "m1", digest=b"x" * 32, build=_never))
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert not first.duplicate
+    assert second.duplicate and second.receipt == first.receipt
+    assert isinstance(other, CasewayError) and other.code is ErrorCode.REPLAYED
+    counts = await storage.row_counts()
+    assert (counts["envelopes_in"], counts["case_contents"], counts["audit"]) == (1, 1, 1)
+
+
+async def test_a_failed_commit_fails_every_member_and_stores_nothing(
+        storage: SqliteStorage) -> None:
+    # A deferred foreign-key violation passes every statement and fails only at COMMIT.
+    await storage._run(lambda db: db.executescript(
+        "CREATE TABLE parent (id TEXT PRIMARY KEY);"
+        "CREATE TABLE child (parent TEXT REFERENCES parent (id) DEFERRABLE INITIALLY "
+        "DEFERRED);"
+        "CREATE TRIGGER commit_fails AFTER INSERT ON envelopes_in "
+        "WHEN NEW.message_id = 'm2' BEGIN INSERT INTO child VALUES ('missing'); END;"))
+    before = await storage.row_counts()
+    statements = await _trace(storage)
+    outcomes = await _outcomes(*(_record(storage, f"m{i}") for i in range(1, 4)))
+    assert statements.count("BEGIN IMMEDIATE") == 1 and "ROLLBACK" in statements
+    assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
+    assert await storage.row_counts() == before
+    # The connection is usable afterwards, and the failed members can be stored again.
+    assert not (await _record(storage, "m1")).duplicate
+    assert await storage._run(lambda db: db.in_transaction) is False
+
+
+async def test_grouped_writes_keep_the_audit_chain_in_arrival_order(
+        storage: SqliteStorage) -> None:
+    from caseway.node import audit
+    from caseway.node.storage import INBOUND_GROUP_MAX
+
+    statements = await _trace(storage)
+    n = 2 * INBOUND_GROUP_MAX + 5
+    results = await _outcomes(*(_record(storage, f"m{i:03}") for i in range(n)))
+    assert all(not r.duplicate for r in results)
+    groups = statements.count("BEGIN IMMEDIATE")
+    assert 3 <= groups < n
+    entries = [e async for e in storage.audit_entries()]
+    assert [e.subject for e in entries] == [f"m{i:03}" for i in range(n)]
+    report = audit.verify_chain(entries)
+    assert report.ok and report.entries == n
+
+
+async def test_cancelled_callers_and_close_leave_the_group_consistent(tmp_path: Path) -> None:
+    import asyncio
+
+    storage = await SqliteStorage.open(tmp_path / "node.db")
+    tasks = [asyncio.create_task(_record(storage, f"m{i}")) for i in range(1, 4)]
+    await asyncio.sleep(0)  # all three queued; the writer has not taken them yet
+    tasks[1].cancel()
+    await storage.close()  # drains what is queued, then closes
+    assert not tasks[0].result().duplicate and not tasks[2].result().duplicate
+    assert tasks[1].cancelled()
+    with pytest.raises(StorageError):
+        await _record(storage, "m4")
+    storage = await SqliteStorage.open(tmp_path / "node.db")
+    try:
+        assert [i.message_id for i in await storage.inbound_items()] == ["m1", "m3"]
+    finally:
+        await storage.close()
