@@ -506,6 +506,23 @@ def _inbound_item(row: Sequence[Any]) -> InboundItem:
                        row[7] is not None)
 
 
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    """``BEGIN IMMEDIATE`` … ``fn`` … ``COMMIT`` on the database thread. Any exception, a
+    failed ``COMMIT`` included, rolls everything back and is raised (rule 2); when this
+    returns, ``COMMIT`` has returned (rule 3)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite may already have rolled back on its own.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return result
+
+
 @dataclass(frozen=True, slots=True)
 class _InboundRequest:
     """One queued :meth:`SqliteStorage.record_inbound` call (group commit)."""
@@ -627,20 +644,7 @@ class SqliteStorage:
         writer; any exception (including a failed ``COMMIT``) rolls everything back. When
         this returns, ``COMMIT`` has returned (rule 3)."""
 
-        def transaction(conn: sqlite3.Connection) -> _T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                # SQLite may already have rolled back on its own.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-            return result
-
-        return await self._run(transaction)
+        return await self._run(functools.partial(_in_transaction, fn=fn))
 
     async def _migrate(self) -> None:
         def migrate(db: sqlite3.Connection) -> None:
@@ -828,31 +832,27 @@ class SqliteStorage:
         rolled back to its savepoint and returned as its outcome; a failure of the group
         (BEGIN, COMMIT, or a member error after which the transaction cannot continue) is
         raised, after rolling everything back, and fails every member."""
-        outcomes: list[InboundResult | Exception] = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
+
+        def each_in_its_savepoint(conn: sqlite3.Connection) -> list[InboundResult | Exception]:
+            outcomes: list[InboundResult | Exception] = []
             for r in members:
-                db.execute("SAVEPOINT member")
+                conn.execute("SAVEPOINT member")
                 try:
                     outcome: InboundResult | Exception = self._record_inbound(
-                        db, r.sender, r.message_id, r.digest, r.thread_id, r.build)
+                        conn, r.sender, r.message_id, r.digest, r.thread_id, r.build)
                 except Exception as exc:
                     # Some SQLite errors (disk full, I/O) roll back the whole transaction
                     # on their own: then the members before this one are gone too, and the
                     # group must fail as a whole.
-                    if not db.in_transaction:
+                    if not conn.in_transaction:
                         raise
-                    db.execute("ROLLBACK TO member")
+                    conn.execute("ROLLBACK TO member")
                     outcome = exc
-                db.execute("RELEASE member")
+                conn.execute("RELEASE member")
                 outcomes.append(outcome)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise
-        return outcomes
+            return outcomes
+
+        return _in_transaction(db, each_in_its_savepoint)
 
     def _record_inbound(self, db: sqlite3.Connection, sender: str, message_id: str,
                         digest: bytes, thread_id: str,
