@@ -506,6 +506,15 @@ def _inbound_item(row: Sequence[Any]) -> InboundItem:
                        row[7] is not None)
 
 
+def _insert_contents(db: sqlite3.Connection, t: ThreadState, direction: str, peer: str,
+                     message_id: str, at: int, content: bytes) -> None:
+    """A message's contents, already sealed with the storage key (never plaintext)."""
+    db.execute(
+        "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, at, "
+        "content) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (t.case_id, t.thread_id, direction, peer, message_id, at, content))
+
+
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
     """``BEGIN IMMEDIATE`` … ``fn`` … ``COMMIT`` on the database thread. Any exception, a
     failed ``COMMIT`` included, rolls everything back and is raised (rule 2); when this
@@ -871,11 +880,8 @@ class SqliteStorage:
             (write.sender, write.message_id, write.digest, write.envelope,
              write.received_at, write.receipt, t.case_id, t.thread_id, write.kind))
         self._save_thread(db, t)
-        db.execute(
-            "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
-            "at, content) VALUES (?, ?, 'in', ?, ?, ?, ?)",
-            (t.case_id, t.thread_id, write.sender, write.message_id, write.received_at,
-             write.content))
+        _insert_contents(db, t, "in", write.sender, write.message_id, write.received_at,
+                         write.content)
         self._append_audit(db, at=write.received_at, event=audit.RECEIVE,
                            actor=write.sender, subject=write.message_id,
                            detail={"case_id": t.case_id, "thread_id": t.thread_id})
@@ -906,11 +912,8 @@ class SqliteStorage:
             if item_id is None:  # pragma: no cover - SQLite always sets it after an INSERT
                 raise StorageError("outbox insert returned no id")
             self._save_thread(db, t)
-            db.execute(
-                "INSERT INTO case_contents (case_id, thread_id, direction, peer, message_id, "
-                "at, content) VALUES (?, ?, 'out', ?, ?, ?, ?)",
-                (t.case_id, t.thread_id, write.destination, write.message_id, write.created,
-                 write.content))
+            _insert_contents(db, t, "out", write.destination, write.message_id,
+                             write.created, write.content)
             if write.disclosure is not None:
                 db.execute(
                     "INSERT INTO disclosures (participant, case_id, consent_id, categories, "
