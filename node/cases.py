@@ -101,6 +101,18 @@ def check_fields(body: Any, fields: Fields) -> dict[str, Any]:
     return body
 
 
+def typeable_id(random16: bytes) -> str:
+    """A case, thread or consent id: 16 random bytes in base64url, never starting with "-".
+
+    Staff type these ids on command lines, where "-…" would be read as an option. Instead
+    of drawing again (which would shift the random stream), a first character "-" (the
+    first byte's top six bits = 62) becomes "_" (63).
+    """
+    if random16[0] >> 2 == 62:
+        random16 = bytes([random16[0] | 0x04]) + random16[1:]
+    return b64encode(random16)
+
+
 class Casework:
     """The domain operations behind the local API (module rules)."""
 
@@ -115,7 +127,7 @@ class Casework:
         self._refresh = refresh
 
     def _new_id(self) -> str:
-        return b64encode(self._random.bytes(16))
+        return typeable_id(self._random.bytes(16))
 
     def _check_recipient(self, participant: Any) -> str:
         if not isinstance(participant, str) or not 0 < len(participant) <= 128:

@@ -444,3 +444,23 @@ def test_no_token_says_how_to_get_one(network: Network,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["outbox", "--dir", str(network.homes[EMBASSY])]) == 2
     assert "caseway token create" in capsys.readouterr().err
+
+
+def test_ids_this_node_issues_never_start_with_a_dash() -> None:
+    # Staff type case, thread and consent ids on command lines, where "-…" is an option.
+    from caseway.node.cases import typeable_id
+
+    for first in range(256):
+        text = typeable_id(bytes([first]) + bytes(range(15)))
+        assert not text.startswith("-")
+        assert len(text) == 22
+    # Only the one colliding value changes; every other id is the plain base64url.
+    assert typeable_id(bytes([0xF8]) + bytes(15)).startswith("_")
+    assert typeable_id(bytes([0x00]) + bytes(15)) == "A" * 22
+
+
+def test_an_id_starting_with_a_dash_is_accepted_after_double_dash() -> None:
+    from caseway.node.cli import build_parser
+
+    args = build_parser().parse_args(["case", "show", "--", "-AbCdEfGhIjKlMnOpQrStUg"])
+    assert args.id == "-AbCdEfGhIjKlMnOpQrStUg"

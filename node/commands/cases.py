@@ -54,6 +54,9 @@ API = "/api/v1"
 EXIT_REFUSED, EXIT_LOCAL, EXIT_UNREACHABLE = 1, 2, 3
 #: Fields of a full referral message (examples/referrals/*.json) the node fills in itself.
 NODE_FILLED = ("type", "case_id", "thread_id", "seq", "sent_at")
+# This node never issues an id starting with "-" (caseway.node.cases.typeable_id); a peer
+# running another implementation might, and argparse would read it as an option.
+ID_HINT = "an id starting with '-' goes after --, e.g. `caseway case show -- -AbC…`"
 
 
 def api_errors(handler: Callable[[argparse.Namespace], int]
@@ -112,7 +115,7 @@ def register(sub: Any) -> None:
 
     show = csub.add_parser("show", help="the case's messages and their delivery (this read "
                            "is recorded in the audit log)")
-    show.add_argument("id", metavar="CASE_ID")
+    show.add_argument("id", metavar="CASE_ID", help=f"the case id ({ID_HINT})")
     _connection(show)
     show.set_defaults(handler=run_case_show)
 
@@ -157,18 +160,18 @@ def register(sub: Any) -> None:
     withdraw = ksub.add_parser(
         "withdraw", help="record that the survivor withdrew consent (supervisor): every "
         "agency that received her case is told to erase it")
-    withdraw.add_argument("id", metavar="CONSENT_ID")
+    withdraw.add_argument("id", metavar="CONSENT_ID", help=f"the consent id ({ID_HINT})")
     _connection(withdraw)
     withdraw.set_defaults(handler=run_consent_withdraw)
     status = ksub.add_parser("status", help="erasure status after a withdrawal")
-    status.add_argument("id", metavar="CONSENT_ID")
+    status.add_argument("id", metavar="CONSENT_ID", help=f"the consent id ({ID_HINT})")
     _connection(status)
     status.set_defaults(handler=run_consent_status)
 
 
 def _action(csub: Any, name: str, text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = csub.add_parser(name, help=text, description=text)
-    parser.add_argument("id", metavar="ID", help="case id or thread id")
+    parser.add_argument("id", metavar="ID", help=f"case id or thread id ({ID_HINT})")
     _connection(parser)
     parser.set_defaults(handler=run_case_action, action=name)
     return parser
