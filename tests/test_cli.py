@@ -73,7 +73,7 @@ def test_init_creates_a_private_home_that_loads(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "embassy"
     authority = generate_signing_key()
-    assert init(home, EMBASSY, "--authority-key", b64encode(authority.public_key),
+    assert init(home, EMBASSY, f"--authority-key={b64encode(authority.public_key)}",
                 "--profile", str(SAMPLES / f"{EMBASSY}.json")) == 0
     out = capsys.readouterr().out
 
@@ -140,13 +140,13 @@ def test_init_installs_a_directory_only_if_the_pinned_key_signed_it(
     (tmp_path / "directory.json").write_bytes(signed)
     args = ["--directory", str(tmp_path / "directory.json")]
 
-    assert init(tmp_path / "a", EMBASSY, *args, "--authority-key",
-                b64encode(stranger.public_key)) == 2
+    assert init(tmp_path / "a", EMBASSY, *args,
+                f"--authority-key={b64encode(stranger.public_key)}") == 2
     assert "untrusted_authority" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
 
-    assert init(tmp_path / "b", EMBASSY, *args, "--authority-key",
-                b64encode(authority.public_key)) == 0
+    assert init(tmp_path / "b", EMBASSY, *args,
+                f"--authority-key={b64encode(authority.public_key)}") == 0
     assert (tmp_path / "b" / "directory.json").read_bytes().rstrip() == signed
 
 

@@ -276,8 +276,8 @@ def test_setup_cli_writes_a_directory_the_target_can_verify(tmp_path: Path) -> N
     out = tmp_path / "kit"
     assert cli.main(["conformance", "setup", "--out", str(out), "--target-id", TARGET,
                      "--target-endpoint", "https://node.example/caseway",
-                     "--target-signing-key", keys["signing_key"],
-                     "--target-encryption-key", keys["encryption_key"]]) == 0
+                     f"--target-signing-key={keys['signing_key']}",
+                     f"--target-encryption-key={keys['encryption_key']}"]) == 0
     pub = json.loads((out / "authority.pub.json").read_text())
     directory = verify_directory((out / "directory.json").read_bytes(),
                                  [b64decode(pub["key"], length=32)])
@@ -298,8 +298,8 @@ def test_setup_refuses_a_target_that_may_never_receive_referrals(tmp_path: Path)
     keys = Identity.generate(TARGET).public_keys()
     code = cli.main(["conformance", "setup", "--out", str(tmp_path / "kit"),
                      "--target-id", TARGET, "--target-endpoint", "https://x.example",
-                     "--target-signing-key", keys["signing_key"],
-                     "--target-encryption-key", keys["encryption_key"],
+                     f"--target-signing-key={keys['signing_key']}",
+                     f"--target-encryption-key={keys['encryption_key']}",
                      "--target-sectors", "immigration_enforcement"])
     assert code == 2 and not (tmp_path / "kit").exists()
 

@@ -51,9 +51,11 @@ def register(sub: Any) -> None:
     setup.add_argument("--target-id", help="the target's participant id")
     setup.add_argument("--target-endpoint", help="the target's federation base URL")
     setup.add_argument("--target-signing-key", metavar="B64",
-                       help="the target's Ed25519 public key (base64url, 32 bytes)")
+                       help="the target's Ed25519 public key (base64url, 32 bytes; write "
+                       "--target-signing-key=B64 when it starts with '-')")
     setup.add_argument("--target-encryption-key", metavar="B64",
-                       help="the target's X25519 public key (base64url, 32 bytes)")
+                       help="the target's X25519 public key (base64url, 32 bytes; write "
+                       "--target-encryption-key=B64 when it starts with '-')")
     setup.add_argument("--target-sectors", help="comma-separated sectors to list the target "
                        "under (default shelter,police: police lets the runner provoke the "
                        "firewall)")
