@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import resource
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ from caseway.node.clock import SystemClock
 from caseway.node.delivery import DeliveryAttempt
 from caseway.node.logs import configure_logging
 
+from crash_harness import RECEIVER_CONFIG, NodeProcess
 from reliability_helpers import (
     EMBASSY,
     SHELTER,
@@ -44,7 +43,6 @@ from reliability_helpers import (
     Peer,
     fixed_identity,
     referral,
-    seed,
 )
 
 
@@ -62,29 +60,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_receiver(work: Path, port: int) -> subprocess.Popen[bytes]:
-    home = work / "shelter"
-    home.mkdir()
-    big = 1e9
-    spec = {"home": str(home), "participant": SHELTER,
-            "signing": seed(SHELTER, "v1", "signing").hex(),
-            "encryption": seed(SHELTER, "v1", "encryption").hex(),
-            "storage_key": seed(SHELTER, "storage").hex(), "port": port,
-            "peers": [Peer.of(fixed_identity(SHELTER)).to_json(),
-                      Peer.of(fixed_identity(EMBASSY)).to_json()],
-            "config": {"ingress": {"sender_rate": big, "sender_burst": big,
-                                   "address_rate": big, "address_burst": big}},
-            "feed": None}
-    (work / "spec.json").write_text(json.dumps(spec))
-    log = (work / "receiver.log").open("wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "crash_node.py"),
-                             str(work / "spec.json")], stdout=log, stderr=log)
-    deadline = time.monotonic() + 60
-    while not (home / "ready.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("receiver did not start")
-        time.sleep(0.05)
-    return proc
+def start_receiver(work: Path, port: int) -> NodeProcess:
+    """The shelter as a real node process at ``port`` (where the outbox has been trying)."""
+    receiver = NodeProcess("receiver", SHELTER, work / "shelter",
+                           [Peer.of(fixed_identity(SHELTER)), Peer.of(fixed_identity(EMBASSY))],
+                           config=RECEIVER_CONFIG)
+    receiver.port = port
+    receiver.start()
+    return receiver
 
 
 async def run(args: argparse.Namespace, work: Path) -> None:
@@ -148,8 +131,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         drain.cancel()
         await asyncio.gather(drain, return_exceptions=True)
     finally:
-        receiver.terminate()
-        receiver.wait(timeout=60)
+        receiver.stop()
     print(f"  drain when the peer returns: {delivered} delivered with verified receipts in "
           f"{elapsed:.1f} s = {delivered / elapsed:.0f} envelopes/s (FIFO, one in flight); "
           f"a full {depth}-envelope backlog drains in ~{depth / (delivered / elapsed) / 60:.0f}"

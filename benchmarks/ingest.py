@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ from caseway.protocol.messages import validate_message
 from caseway.protocol.policy import InMemoryConsentState, ReferralPolicy
 from caseway.protocol.receipt import sign_receipt
 
+from crash_harness import RECEIVER_CONFIG, NodeProcess
 from reliability_helpers import (
     SHELTER,
     Directory,
@@ -108,33 +108,16 @@ def seal_all(n: int, now: int, tag: str) -> list[bytes]:
     return out
 
 
-def start_node(home: Path, profile: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    shelter = fixed_identity(SHELTER)
-    peers = [Peer.of(shelter).to_json()] + [
-        Peer.of(fixed_identity(p), sectors=("embassy_consular",)).to_json() for p in SENDERS]
-    big = 1e9
-    spec = {"home": str(home), "participant": SHELTER,
-            "signing": seed(SHELTER, "v1", "signing").hex(),
-            "encryption": seed(SHELTER, "v1", "encryption").hex(),
-            "storage_key": seed(SHELTER, "storage").hex(), "port": 0, "peers": peers,
-            "config": {"ingress": {"sender_rate": big, "sender_burst": big,
-                                   "address_rate": big, "address_burst": big,
-                                   "max_concurrency": 256}},
-            "feed": None}
-    home.mkdir(parents=True)
-    spec_path = home.parent / "node-spec.json"
-    spec_path.write_text(json.dumps(spec))
-    log = (home.parent / "node.log").open("wb")
-    prefix = [] if profile is None else ["-m", "cProfile", "-o", str(profile)]
-    proc = subprocess.Popen([sys.executable, *prefix, str(ROOT / "tests" / "crash_node.py"),
-                             str(spec_path)], stdout=log, stderr=log)
-    ready = home / "ready.json"
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("node did not start")
-        time.sleep(0.05)
-    return proc, json.loads(ready.read_text())["federation_port"]
+def start_node(home: Path, profile: Path | None = None) -> tuple[NodeProcess, int]:
+    """The shelter as a real node process; every sender in SENDERS is in its directory."""
+    peers = [Peer.of(fixed_identity(SHELTER))] + [
+        Peer.of(fixed_identity(p), sectors=("embassy_consular",)) for p in SENDERS]
+    config = {"ingress": {**RECEIVER_CONFIG["ingress"], "max_concurrency": 256}}
+    node = NodeProcess(home.name, SHELTER, home, peers, config=config,
+                       interpreter_args=() if profile is None
+                       else ("-m", "cProfile", "-o", str(profile)))
+    node.start()
+    return node, node.port
 
 
 def start_floor(work: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -224,8 +207,7 @@ def profile_node(args: argparse.Namespace) -> None:
         try:
             result = asyncio.run(load(port, seal_all(args.n, now, "p"), args.senders))
         finally:
-            node.terminate()
-            node.wait(timeout=60)
+            node.stop()
         print(f"under cProfile: {result['rate']:.0f}/s")
         stats = pstats.Stats(str(profile))
         stats.sort_stats("cumulative").print_stats(35)
@@ -254,10 +236,10 @@ def main() -> None:
             try:
                 asyncio.run(load(port, warm, args.senders))
                 result = asyncio.run(load(port, bodies, args.senders))
-                rss = peak_rss_mb(node.pid)
+                assert node.proc is not None
+                rss = peak_rss_mb(node.proc.pid)
             finally:
-                node.terminate()
-                node.wait(timeout=60)
+                node.stop()
             floor, floor_port = start_floor(work)
             try:
                 asyncio.run(load(floor_port, warm, args.senders))

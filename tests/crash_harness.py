@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,10 @@ class NodeProcess:
     """One node as an OS process that the test can kill and restart."""
 
     def __init__(self, name: str, participant: str, home: Path, directory: list[Peer], *,
-                 config: dict[str, Any], feed: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any], feed: dict[str, Any] | None = None,
+                 interpreter_args: Sequence[str] = ()) -> None:
         self.name = name
+        self.interpreter_args = tuple(interpreter_args)  # e.g. ("-m", "cProfile", ...)
         self.identity = fixed_identity(participant)
         self.home = home
         self.home.mkdir(parents=True)
@@ -91,7 +93,8 @@ class NodeProcess:
         ready.unlink(missing_ok=True)
         self.write_spec()
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, str(RUNNER), str(self.spec_path)],
+            self.proc = subprocess.Popen([sys.executable, *self.interpreter_args, str(RUNNER),
+                                          str(self.spec_path)],
                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.starts += 1
         wait_until(ready.exists, START_DEADLINE, f"{self.name} to start", self)
