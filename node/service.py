@@ -41,15 +41,13 @@ from caseway.protocol import crypto
 from caseway.protocol.consent import ConsentRecord
 from caseway.protocol.encoding import dump_json, parse_json
 from caseway.protocol.envelope import (
-    MAX_ENVELOPE_BYTES,
     MAX_PLAINTEXT_BYTES,
     Header,
     KeyResolver,
     MessagePolicy,
     new_message_id,
-    open_envelope,
-    parse_header,
-    parse_signed,
+    open_read_envelope,
+    read_envelope,
     seal_envelope,
 )
 from caseway.protocol.errors import CasewayError, ErrorCode
@@ -147,40 +145,6 @@ class CaseMessage:
 _MAX_CONSENT_LOADS = 8
 
 
-@dataclass(frozen=True, slots=True)
-class _Ids:
-    """What :meth:`NodeService.receive` keeps from its first parse of the header."""
-
-    sender: str
-    message_id: str
-
-
-def _ids(data: bytes) -> _Ids:
-    """Steps 1–4 (size, strict parse, header schema) for the ids; raises as open would.
-    Every intermediate (the decoded header and its ciphertext) is freed on return."""
-    protected, _ = parse_signed(data, max_bytes=MAX_ENVELOPE_BYTES)
-    header = parse_header(protected)
-    return _Ids(header.sender, header.message_id)
-
-
-class _CapturePolicy:
-    """Stands in for the policy inside ``open_envelope``, whose last step (12–13) it is;
-    the service runs the real policy right after, where it can load consents."""
-
-    __slots__ = ("calls",)
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def check_incoming(self, message: Mapping[str, Any], *, sender: str, recipient: str,
-                       now: int) -> None:
-        self.calls += 1
-
-    def check_outgoing(self, message: Mapping[str, Any], *, sender: str, recipient: str,
-                       now: int) -> None:  # pragma: no cover - never used to seal
-        raise CasewayError(ErrorCode.INTERNAL_ERROR, "not a sealing policy")
-
-
 class _KnownReplay:
     """A :class:`ReplayGuard` answering from the lookup already made in this request."""
 
@@ -231,7 +195,7 @@ class NodeService:
     # ------------------------------------------------------------------ receiving
 
     def reject(self, code: ErrorCode, *, data: bytes = b"", now: int,
-               header: Header | _Ids | None = None) -> ReceiveResult:
+               header: Header | None = None) -> ReceiveResult:
         """A signed rejection receipt for ``data`` (the bytes received; empty if the body
         was refused before it was read). Stores nothing."""
         receipt = sign_receipt(
@@ -248,31 +212,25 @@ class NodeService:
 
     async def receive(self, data: bytes, now: int) -> ReceiveResult:
         """Open, check and durably store one envelope; answer with a signed receipt."""
-        header: _Ids | None = None
+        header: Header | None = None
         try:
-            # Steps 1–4 once here, for the duplicate lookup; open_envelope repeats them (it
-            # is given bytes) before doing the authenticated steps. A duplicate is answered
-            # before the signature check: equal digests mean the very bytes that already
-            # passed every check. Only the two ids are kept from this parse: the parsed
-            # header holds the decoded ciphertext (most of the envelope's size), which
-            # must not stay alive while open_envelope makes its own copies.
-            header = _ids(data)
+            # Steps 1–4, once: the ids serve the duplicate lookup, then the same read is
+            # opened. A duplicate is answered before the signature check: equal digests
+            # mean the very bytes that already passed every check.
+            read = read_envelope(data)
+            header = read.header
             sender, mid = header.sender, header.message_id
             structlog.contextvars.bind_contextvars(message_id=mid, sender=sender)
             digest = crypto.digest(data)
             stored = await self.storage.inbound(sender, mid)
             if stored is not None and stored.digest == digest:
                 return self._accepted(stored.receipt, header, duplicate=True)
-            # Steps 1–11 here; steps 12–13 (the policy) just below, because the policy may
-            # need a thread's consent from storage, and that needs an await (rule 6).
-            captured = _CapturePolicy()
-            message = open_envelope(data, me=self.identity, keys=self.peers,
-                                    replay=_KnownReplay(stored is not None), now=now,
-                                    policy=captured).message
-            # Only the message is kept: the opened envelope's header (with the ciphertext)
-            # and protected bytes are freed before the message is sealed for storage.
-            if captured.calls != 1:  # pragma: no cover - open_envelope always runs it once
-                raise CasewayError(ErrorCode.INTERNAL_ERROR, "policy step not reached")
+            # Steps 5–11 here (opening releases the signed bytes and the ciphertext as it
+            # goes, and only the message is kept); steps 12–13, the policy, just below,
+            # because it may need a thread's consent from storage: an await (rule 6).
+            message = open_read_envelope(data, read, me=self.identity, keys=self.peers,
+                                         replay=_KnownReplay(stored is not None),
+                                         now=now).message
             async with self._consent_loads() as load:
                 await self._settle(load, lambda: self._policy.check_incoming(
                     message, sender=sender, recipient=self.participant, now=now))
@@ -314,7 +272,7 @@ class NodeService:
                           thread_id=built["thread"].thread_id)
         return self._accepted(result.receipt, header, duplicate=result.duplicate)
 
-    def _accepted(self, receipt: bytes, header: Header | _Ids, *,
+    def _accepted(self, receipt: bytes, header: Header, *,
                   duplicate: bool) -> ReceiveResult:
         outcome = DUPLICATE if duplicate else ACCEPTED
         self.metrics.messages_in.inc(outcome)

@@ -248,6 +248,30 @@ def _check_participant(value: object, field: str) -> None:
         raise CasewayError(ErrorCode.HEADER_INVALID, f"{field}: not a participant id")
 
 
+class ReadEnvelope:
+    """An envelope after steps 1–4: its cleartext header, read but not yet authenticated.
+
+    Nothing in it may be trusted before :func:`open_read_envelope` has verified it; a node
+    may use ``header.sender`` and ``header.message_id`` for its duplicate lookup (SPEC.md
+    §6.3) so that the envelope is parsed once. Opening *consumes* it: the signed bytes are
+    released once verified and the ciphertext once decrypted, so that a caller still
+    holding this object does not keep a large envelope alive in several whole copies.
+    """
+
+    __slots__ = ("header", "protected", "signature")
+
+    def __init__(self, protected: bytes, signature: bytes, header: Header):
+        self.protected = protected
+        self.signature = signature
+        self.header = header
+
+
+def read_envelope(data: bytes) -> ReadEnvelope:
+    """Steps 1–4 of opening: size, strict JSON, outer shape, version, header schema."""
+    protected, signature = parse_signed(data, max_bytes=MAX_ENVELOPE_BYTES)
+    return ReadEnvelope(protected, signature, parse_header(protected))
+
+
 def open_envelope(
     data: bytes,
     *,
@@ -258,17 +282,34 @@ def open_envelope(
     policy: MessagePolicy,
 ) -> OpenedEnvelope:
     """Open an envelope (SPEC.md "Opening", steps 1–13). Stores nothing."""
-    # 1–2. size, strict JSON, outer shape
-    protected, signature = parse_signed(data, max_bytes=MAX_ENVELOPE_BYTES)
-    # 3–4. version, header schema
-    header = parse_header(protected)
+    opened = open_read_envelope(data, read_envelope(data), me=me, keys=keys, replay=replay,
+                                now=now)
+    # 12–13. message schema, then consent / firewall rules
+    policy.check_incoming(opened.message, sender=opened.header.sender,
+                          recipient=opened.header.recipient, now=now)
+    return opened
+
+
+def open_read_envelope(
+    data: bytes,
+    read: ReadEnvelope,
+    *,
+    me: RecipientKeys,
+    keys: KeyResolver,
+    replay: ReplayGuard,
+    now: int,
+) -> OpenedEnvelope:
+    """Steps 5–11 on an envelope read from ``data``: authenticate, address, time, replay,
+    decrypt, bind. The caller MUST then run the message policy (steps 12–13) before it
+    stores anything; :func:`open_envelope` does all thirteen."""
+    header = read.header
     # 5. sender key known and valid at `created` (revocation judged at that time)
     public_key = keys.signing_key(header.sender, header.sender_key, header.created)
     # 6. signature over the bytes received
-    crypto.verify(public_key, crypto.ENVELOPE_LABEL, protected, signature)
+    crypto.verify(public_key, crypto.ENVELOPE_LABEL, read.protected, read.signature)
     # Verified: the signed bytes are not needed again. A large envelope is otherwise held in
     # several whole forms at once (envelope, header bytes, ciphertext, plaintext, message).
-    del protected
+    read.protected = b""
     # 7. addressed to me, with a key I hold
     if header.recipient != me.participant:
         raise CasewayError(ErrorCode.NOT_FOR_ME, "recipient is another participant")
@@ -283,9 +324,9 @@ def open_envelope(
     # 9. replay
     if replay.seen(header.sender, header.message_id):
         raise CasewayError(ErrorCode.REPLAYED)
-    # 10. decrypt
+    # 10. decrypt; then release the largest copy early
     plaintext = crypto.sealed_box_open(header.ciphertext, keypair)
-    header = replace(header, ciphertext=b"")  # decrypted: release the largest copy early
+    header = read.header = replace(header, ciphertext=b"")
     # 11. inner binding
     inner = parse_json(plaintext, max_bytes=MAX_PLAINTEXT_BYTES)
     del plaintext
@@ -302,6 +343,4 @@ def open_envelope(
     message = inner["message"]
     if not isinstance(message, dict):
         raise CasewayError(ErrorCode.SCHEMA_INVALID, "message must be an object")
-    # 12–13. message schema, then consent / firewall rules
-    policy.check_incoming(message, sender=header.sender, recipient=header.recipient, now=now)
     return OpenedEnvelope(header, message, crypto.digest(data))
